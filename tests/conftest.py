@@ -1,0 +1,65 @@
+"""Shared fixtures: where the real sample data and parity vectors live.
+
+Tests read ``../shared`` (beside the checkout) in place and skip with a clear reason when it
+is absent, as in a user's fresh clone. ``THEAD_SHARED`` overrides the location.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("THEAD_SHARED", REPO.parent / "shared"))
+
+
+def _need(path: Path, what: str) -> Path:
+    if not path.exists():
+        pytest.skip(f"{what} not found at {path} (set THEAD_SHARED to the shared/ folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    return _need(SHARED, "shared data")
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    """Real VoxCeleb2 frames and clips in the authors' layouts (lsr-sample)."""
+    return _need(SHARED / "data" / "lsr-sample", "the lsr-sample data")
+
+
+@pytest.fixture(scope="session")
+def parity_dir() -> Path:
+    """The authors' reduced TF checkpoint and its reference vectors."""
+    return _need(SHARED / "parity", "the parity vectors")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _threads():
+    # Two cores here; keep tests from oversubscribing when pytest runs beside other work.
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    yield
+
+
+@pytest.fixture(scope="session")
+def parity_weights(parity_dir, tmp_path_factory) -> Path:
+    """The authors' reduced parity checkpoint converted to thead weights (config + safetensors)."""
+    from thead.convert import convert_checkpoint
+
+    out = tmp_path_factory.mktemp("weights") / "lsr-reduced"
+    convert_checkpoint(parity_dir / "ckpt_reduced", out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def parity_vectors(parity_dir):
+    """The official TF reference inputs/outputs (NHWC float32), as a dict of numpy arrays."""
+    import numpy as np
+
+    with np.load(parity_dir / "lsr_reduced_vectors.npz") as z:
+        return {k: z[k] for k in z.files}

@@ -1,0 +1,55 @@
+"""Test-only: instance norm whose statistics follow TF 2.15's float32 summation order.
+
+From shared/parity/README.md ("Instance-norm summation order"): fewer than 8 channels, one
+sequential float32 sum over H·W in row-major order; 8 or more, 4 interleaved float32 partial
+sums (element j into partial j mod 4) combined as (p0 + p2) + (p1 + p3); divide by H·W; the
+variance is the same sum over (x - μ)²; out = x·r + (-μ·r), r = 1/sqrt(var + eps), all float32.
+The shipped model uses accurate statistics; this exists to prove the structure exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def _tf_sum(x: np.ndarray, channels: int) -> np.ndarray:
+    """x [M, L] float32 -> [M] float32 sums in TF's order (np.cumsum accumulates sequentially)."""
+    if channels < 8:
+        return np.cumsum(x, axis=1, dtype=np.float32)[:, -1]
+    m, n = x.shape
+    pad = (-n) % 4
+    if pad:  # adding exact zeros leaves each partial sum unchanged
+        x = np.concatenate([x, np.zeros((m, pad), np.float32)], axis=1)
+    p = np.cumsum(x.reshape(m, -1, 4), axis=1, dtype=np.float32)[:, -1, :]
+    return (p[:, 0] + p[:, 2]) + (p[:, 1] + p[:, 3])
+
+
+class TFOrderInstanceNorm(nn.Module):
+    def __init__(self, eps: float = 1e-3):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        a = x.detach().cpu().numpy().astype(np.float32).reshape(n * c, h * w)
+        count = np.float32(h * w)
+        mean = _tf_sum(a, c) / count
+        d = a - mean[:, None]
+        var = _tf_sum(d * d, c) / count
+        r = np.float32(1.0) / np.sqrt(var + np.float32(self.eps))
+        out = a * r[:, None] + (-mean * r)[:, None]
+        return torch.from_numpy(out.reshape(n, c, h, w))
+
+
+def use_tf_order(module: nn.Module) -> nn.Module:
+    """Swap every thead InstanceNorm inside ``module`` for the TF-order one (in place)."""
+    from thead.nn.layers import InstanceNorm
+
+    for name, child in list(module.named_children()):
+        if isinstance(child, InstanceNorm):
+            setattr(module, name, TFOrderInstanceNorm(child.eps))
+        else:
+            use_tf_order(child)
+    return module

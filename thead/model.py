@@ -1,0 +1,191 @@
+"""LSR: the two-step model (ref §4.6) and its weights format.
+
+1. ``encode``: each shot ``[rgb ‖ contour]`` -> E^s, E^l; latents averaged over the K shots.
+2. ``prepare``: everything that depends only on the avatar (G^l's modulations, G^s's seed).
+3. ``render``: target contour -> G^l -> softmax over the 19 layout logits -> G^s -> image.
+
+Weights are a folder with ``config.json`` + ``model.safetensors``; loading is strict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from thead._atomic import atomic_dir
+from thead.config import LSRConfig
+from thead.errors import WeightsError
+from thead.nn import Discriminator, Encoder, ImageGenerator, LayoutGenerator
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+NETWORKS = ("style_encoder", "layout_encoder", "layout_generator", "image_generator", "discriminator")
+
+
+@dataclass(frozen=True)
+class Latents:
+    """The avatar's latents, averaged over its K shots: z^s, z^l [B, z_dim]."""
+
+    z_style: Tensor
+    z_layout: Tensor
+
+
+@dataclass(frozen=True)
+class AvatarState:
+    """Per-avatar work done once and reused for every frame (batch 1, broadcast over frames)."""
+
+    latents: Latents
+    layout_styles: list  # G^l decoder modulations: [(γβ0, γβ1)] per block, each [1, 2C, 1, 1]
+    seed: Tensor  # G^s's 7x7 seed [1, C, 7, 7]
+
+
+@dataclass(frozen=True)
+class RenderOutput:
+    """image [N, 3, H, W] linear RGB (clip to [-1, 1] to view); layout_logits [N, 19, H, W];
+    aux_rgb [N, 3, H, W] (G^l's pre-training head)."""
+
+    image: Tensor
+    layout_logits: Tensor
+    aux_rgb: Tensor
+
+    @property
+    def layout(self) -> Tensor:
+        return self.layout_logits.softmax(dim=1)
+
+
+class LSR(nn.Module):
+    """Learned Spatial Representations for few-shot talking heads (Meshry et al., ICCV 2021)."""
+
+    def __init__(self, config: LSRConfig | None = None, *, with_discriminator: bool = True):
+        super().__init__()
+        self.config = config = config or LSRConfig()
+        r = config.resolution
+        self.style_encoder = Encoder.from_config(config.style_encoder, r)
+        self.layout_encoder = Encoder.from_config(config.layout_encoder, r)
+        self.layout_generator = LayoutGenerator.from_config(config.layout_generator)
+        self.image_generator = ImageGenerator.from_config(config.image_generator)
+        self.discriminator = Discriminator.from_config(config.discriminator, r) if with_discriminator else None
+
+    # -- step 1: the shots -------------------------------------------------------------------
+    def encode(self, rgb: Tensor, contour: Tensor) -> Latents:
+        """rgb, contour [B, K, 3, H, W] in [-1, 1] -> latents averaged over the K shots."""
+        b, k = rgb.shape[:2]
+        x = torch.cat([rgb, contour], dim=2).flatten(0, 1)
+        z_style = self.style_encoder(x).view(b, k, -1).mean(dim=1)
+        z_layout = self.layout_encoder(x).view(b, k, -1).mean(dim=1)
+        return Latents(z_style=z_style, z_layout=z_layout)
+
+    # -- step 2: per-avatar precomputation -------------------------------------------------
+    def prepare(self, latents: Latents) -> AvatarState:
+        """Latents of one avatar ([1, z_dim]) -> the state ``render`` reuses for every frame."""
+        return AvatarState(
+            latents=latents,
+            layout_styles=self.layout_generator.styles(latents.z_layout),
+            seed=self.image_generator.seed(latents.z_style),
+        )
+
+    # -- step 3: per frame -----------------------------------------------------------------
+    def render(self, contour: Tensor, state: AvatarState) -> RenderOutput:
+        """contour [N, 3, H, W] in [-1, 1] -> RenderOutput for one prepared avatar."""
+        c = self.config.layout_generator.num_classes
+        out = self.layout_generator(contour, styles=state.layout_styles)
+        logits, aux = out[:, :c], out[:, c:]
+        image = self.image_generator(logits.softmax(dim=1), seed=state.seed)
+        return RenderOutput(image=image, layout_logits=logits, aux_rgb=aux)
+
+    def forward(self, contour: Tensor, latents: Latents) -> RenderOutput:
+        """contour [N, 3, H, W] with per-example latents [N, z_dim] (training path)."""
+        c = self.config.layout_generator.num_classes
+        out = self.layout_generator(contour, latents.z_layout)
+        logits, aux = out[:, :c], out[:, c:]
+        image = self.image_generator(logits.softmax(dim=1), latents.z_style)
+        return RenderOutput(image=image, layout_logits=logits, aux_rgb=aux)
+
+    # -- weights ---------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike, *, overwrite: bool = True) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` atomically (temporary folder, rename)."""
+        directory = Path(directory)
+        state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.state_dict().items()}
+        with atomic_dir(directory, overwrite=overwrite) as tmp:
+            (tmp / CONFIG_NAME).write_text(self.config.to_json())
+            save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "thead": "lsr"})
+        return directory
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_repo: str | os.PathLike | None = None,
+        *,
+        revision: str | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        with_discriminator: bool = True,
+    ) -> LSR:
+        """Load a local folder, or a Hub repo id (default: ``$THEAD_WEIGHTS`` or thead's repo).
+
+        Strict: a missing or unexpected tensor, or a shape mismatch, raises ``WeightsError``.
+        """
+        folder = resolve_weights_folder(path_or_repo, revision=revision)
+        config = LSRConfig.from_json(_read(folder / CONFIG_NAME))
+        model = cls(config, with_discriminator=with_discriminator)
+        try:
+            state = load_file(str(folder / WEIGHTS_NAME))
+        except FileNotFoundError:
+            raise WeightsError(f"{folder} has no {WEIGHTS_NAME}") from None
+        except Exception as e:  # safetensors raises its own error types on corrupt headers
+            raise WeightsError(f"{folder / WEIGHTS_NAME} is not a readable safetensors file ({e})") from None
+        if not with_discriminator:
+            state = {k: v for k, v in state.items() if not k.startswith("discriminator.")}
+        load_state_strict(model, state, source=str(folder))
+        model.weights_sha256 = sha256_file(folder / WEIGHTS_NAME)
+        return model.to(device=device, dtype=dtype).eval()
+
+    weights_sha256: str | None = None
+
+
+def resolve_weights_folder(spec: str | os.PathLike | None, *, revision: str | None = None) -> Path:
+    """A local folder as-is; anything else goes through the Hub (``thead.hub``)."""
+    if spec is not None and Path(spec).is_dir():
+        return Path(spec)
+    from thead import hub  # only when a download may be needed
+
+    return hub.resolve_weights(spec, revision=revision)
+
+
+def load_state_strict(module: nn.Module, state: dict[str, Tensor], *, source: str) -> None:
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing:
+        raise WeightsError(f"{source}: {len(missing)} tensors missing, first: {', '.join(missing[:3])}")
+    if unexpected:
+        raise WeightsError(f"{source}: {len(unexpected)} unexpected tensors, first: {', '.join(unexpected[:3])}")
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise WeightsError(f"{source}: {k} has shape {tuple(v.shape)}, the config needs {tuple(own[k].shape)}")
+    module.load_state_dict(state, strict=True)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise WeightsError(f"{path.parent} has no {path.name}") from None
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

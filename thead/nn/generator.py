@@ -1,0 +1,94 @@
+"""G^s (image_generator): the SPADE image generator (ref §4.3).
+
+z^s enters only through the first EqDense, reshaped (NHWC order) to a 7x7 seed; the layout (19
+softmax channels at 224 px) modulates every block through SPADE, area-pooled to each block's
+size. Output is linear RGB (no tanh, ref §9.5); clip to [-1, 1] for display.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from thead.config import ImageGeneratorConfig
+from thead.nn.layers import SPADE, EqualConv2d, EqualLinear, avg_down, leaky_relu, upsample
+
+
+class SPADEConvBlock(nn.Module):
+    """``conv(act(SPADE(x, m)))`` (ref §3.7). TF: ``conv_block{0,1}`` / ``shortcut``."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, label_nc: int, hidden: int, *, act: bool = True, bias: bool = True):
+        super().__init__()
+        self.spade_norm = SPADE(in_ch, label_nc, hidden)
+        self.conv = EqualConv2d(in_ch, out_ch, kernel_size, bias=bias)
+        self.act = act
+
+    def forward(self, x: Tensor, layout: Tensor) -> Tensor:
+        h = self.spade_norm(x, layout)
+        return self.conv(leaky_relu(h) if self.act else h)
+
+
+class SPADEResBlock(nn.Module):
+    """``out = block1(block0(x)) + shortcut(x)``; the shortcut (SPADE + EqConv1, no act, no bias)
+    exists only when C_in != C_out; C_mid = min(C_in, C_out) (ref §3.7)."""
+
+    def __init__(self, in_ch: int, out_ch: int, label_nc: int, hidden: int):
+        super().__init__()
+        mid = min(in_ch, out_ch)
+        self.conv_block0 = SPADEConvBlock(in_ch, mid, 3, label_nc, hidden)
+        self.conv_block1 = SPADEConvBlock(mid, out_ch, 3, label_nc, hidden)
+        self.shortcut = (
+            SPADEConvBlock(in_ch, out_ch, 1, label_nc, hidden, act=False, bias=False) if in_ch != out_ch else None
+        )
+
+    def forward(self, x: Tensor, layout: Tensor) -> Tensor:
+        skip = self.shortcut(x, layout) if self.shortcut is not None else x
+        return self.conv_block1(self.conv_block0(x, layout), layout) + skip
+
+
+class ImageGenerator(nn.Module):
+    """EqDense(z^s) -> 7x7 seed -> SPADEResBlock, then 5 x (bilinear x2, SPADEResBlock) ->
+    LReLU -> EqConv3 to RGB (gain 1).
+
+    Widths nf(i) = min(nf·2^(4-i), nf_max) for i = -1..4; block k outputs nf(k-1).
+    """
+
+    def __init__(self, nf: int, nf_max: int, num_upsamples: int, z_dim: int, num_classes: int, spade_hidden: int, seed_size: int, out_channels: int):
+        super().__init__()
+        n = num_upsamples
+        widths = [min(nf * 2 ** (n - 1 - i), nf_max) for i in range(-1, n)]
+        self.seed_size, self.seed_channels = seed_size, widths[0]
+        self.fc = EqualLinear(z_dim, seed_size * seed_size * widths[0])
+        chans = [widths[0]] + widths
+        self.blocks = nn.ModuleList(
+            SPADEResBlock(a, b, num_classes, spade_hidden) for a, b in zip(chans[:-1], chans[1:])
+        )
+        self.to_rgb = EqualConv2d(widths[-1], out_channels, 3, gain=1.0)
+
+    @classmethod
+    def from_config(cls, c: ImageGeneratorConfig) -> ImageGenerator:
+        return cls(c.nf, c.nf_max, c.num_upsamples, c.z_dim, c.num_classes, c.spade_hidden, c.seed_size, c.out_channels)
+
+    def seed(self, z_style: Tensor) -> Tensor:
+        """z^s [N, z_dim] -> the 7x7 seed [N, C, 7, 7]: per-avatar, reusable."""
+        s = self.seed_size
+        # TF reshapes the dense output NHWC: index (h·7 + w)·C + c (ref §8.5.3).
+        return self.fc(z_style).view(-1, s, s, self.seed_channels).permute(0, 3, 1, 2)
+
+    def forward(self, layout: Tensor, z_style: Tensor | None = None, *, seed: Tensor | None = None) -> Tensor:
+        """layout [N, 19, H, W] (softmax probabilities) -> image [N, 3, H, W], linear.
+
+        Give either ``z_style`` [N, z_dim] or ``seed`` from ``seed()`` (batch 1 broadcasts).
+        """
+        h = self.seed(z_style) if seed is None else seed
+        if h.shape[0] != layout.shape[0]:
+            h = h.expand(layout.shape[0], -1, -1, -1)
+        # The layout pyramid: repeated 2x2 area pooling as TF's downscale2d (ref §3.7), once
+        # per resolution instead of once per SPADE layer.
+        pyramid = [layout]
+        for _ in range(len(self.blocks) - 1):
+            pyramid.append(avg_down(pyramid[-1]))
+        for i, block in enumerate(self.blocks):
+            if i > 0:
+                h = upsample(h)
+            h = block(h, pyramid[len(self.blocks) - 1 - i])
+        return self.to_rgb(leaky_relu(h))

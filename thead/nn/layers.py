@@ -1,0 +1,163 @@
+"""Building blocks shared by LSR's networks (ref §3).
+
+- ``EqualConv2d`` / ``EqualLinear``: equalized learning rate (ref §3.1): N(0,1) weights scaled
+  at run time by ``gain / sqrt(fan_in)``. The factor is a float32 constant, as in TF, so a
+  converted TF kernel gives bit-identical effective weights.
+- ``blur_down``: depthwise [1,2,1]⊗[1,2,1]/16, stride 2, TF 'SAME' padding (ref §3.4).
+- ``avg_down``: 2x2/2 'VALID' average pooling (floors: 7 -> 3).
+- ``upsample``: bilinear x2 with half-pixel centres (Keras UpSampling2D = align_corners=False).
+- ``InstanceNorm``: parameter-free, biased variance, eps 1e-3 (tfa default, ref §3.2).
+- ``StyleModulation``: AdaIN-style ``IN(x)·(1+γ(z)) + β(z)`` (ref §3.6).
+- ``SPADE``: ``IN(x)·(1+γ(m)) + β(m)`` with γ, β from the area-pooled layout m (ref §3.7).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+SQRT2 = math.sqrt(2.0)
+IN_EPS = 1e-3  # tfa InstanceNormalization default (ref §3.2); the release never overrides it
+
+
+def _runtime_scale(gain: float, fan_in: int) -> float:
+    # TF multiplies the float32 kernel by float32(gain / sqrt(fan_in)) (parity README).
+    return float(np.float32(gain / np.sqrt(fan_in)))
+
+
+class EqualConv2d(nn.Module):
+    """Conv2d with equalized learning rate, stride 1, 'same' padding (k // 2 each side).
+
+    ``y = conv(x, W · gain/sqrt(k·k·C_in)) + b``. TF name: ``Conv2DScaled`` (kernel HWIO).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, *, gain: float = SQRT2, bias: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
+        self.scale = _runtime_scale(gain, in_ch * kernel_size * kernel_size)
+        self.padding = kernel_size // 2
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
+
+    def extra_repr(self) -> str:
+        o, i, k, _ = self.weight.shape
+        return f"{i}, {o}, kernel_size={k}, scale={self.scale:.4g}, bias={self.bias is not None}"
+
+
+class EqualLinear(nn.Module):
+    """Linear layer with equalized learning rate: ``y = x · (W · gain/sqrt(in))ᵀ + b``.
+
+    TF name: ``DenseScaled`` (kernel [in, out]).
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, gain: float = SQRT2):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        self.scale = _runtime_scale(gain, in_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight * self.scale, self.bias)
+
+    def extra_repr(self) -> str:
+        o, i = self.weight.shape
+        return f"{i}, {o}, scale={self.scale:.4g}"
+
+
+def leaky_relu(x: Tensor) -> Tensor:
+    return F.leaky_relu(x, 0.2)
+
+
+def avg_down(x: Tensor) -> Tensor:
+    """2x2 average pooling, stride 2, 'VALID' (floors odd sizes: 7 -> 3)."""
+    return F.avg_pool2d(x, 2)
+
+
+def upsample(x: Tensor) -> Tensor:
+    """Bilinear x2, half-pixel centres, no antialias (Keras UpSampling2D 'bilinear')."""
+    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+class BlurDown(nn.Module):
+    """Blur pooling: depthwise ([1,2,1]⊗[1,2,1])/16, stride 2, TF 'SAME' zero padding.
+
+    TF 'SAME' pads asymmetrically: even H pads 0 before / 1 after (224 -> 112); H = 7 pads
+    1 / 1 (7 -> 4) (ref §3.4).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        k = torch.tensor([1.0, 2.0, 1.0])
+        self.register_buffer("kernel", (k[:, None] * k[None, :] / 16.0)[None, None], persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = _same_pad(h), _same_pad(w)
+        x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+        c = x.shape[1]
+        weight = self.kernel.to(x.dtype).expand(c, 1, 3, 3)
+        return F.conv2d(x, weight, stride=2, groups=c)
+
+
+def _same_pad(size: int, k: int = 3, s: int = 2) -> int:
+    out = -(-size // s)
+    return max((out - 1) * s + k - size, 0)
+
+
+class InstanceNorm(nn.Module):
+    """Parameter-free instance norm: per sample and channel over H, W; biased variance; eps 1e-3."""
+
+    def __init__(self, eps: float = IN_EPS):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.instance_norm(x, eps=self.eps)
+
+
+class StyleModulation(nn.Module):
+    """AdaIN-style modulation (ref §3.6): ``IN(x)·(1+γ) + β`` with ``[γ, β] = EqDense(z)``.
+
+    TF: ``norm{0,1}/dense`` (kernel [z_dim, 2C]; the first C outputs are γ, the next C are β).
+    ``styles(z)`` is the per-avatar part; ``forward`` takes its result so that it can be
+    computed once and reused for every frame.
+    """
+
+    def __init__(self, channels: int, z_dim: int):
+        super().__init__()
+        self.dense = EqualLinear(z_dim, 2 * channels)
+        self.norm = InstanceNorm()
+
+    def styles(self, z: Tensor) -> Tensor:
+        """z [N, z_dim] -> [N, 2C, 1, 1] (γ then β)."""
+        return self.dense(z)[:, :, None, None]
+
+    def forward(self, x: Tensor, style: Tensor) -> Tensor:
+        gamma, beta = style.chunk(2, dim=1)
+        return self.norm(x) * (1 + gamma) + beta
+
+
+class SPADE(nn.Module):
+    """Spatially-adaptive normalization (ref §3.7): ``IN(x)·(1+γ(m)) + β(m)``.
+
+    ``m`` is the 19-channel layout already area-pooled to x's size. h = ReLU(EqConv3(m)),
+    γ = EqConv3(h), β = EqConv3(h), all gain √2 with bias. TF: ``spade_norm/{conv0,
+    gamma_conv, beta_conv}``.
+    """
+
+    def __init__(self, channels: int, label_nc: int, hidden: int):
+        super().__init__()
+        self.conv0 = EqualConv2d(label_nc, hidden, 3)
+        self.gamma_conv = EqualConv2d(hidden, channels, 3)
+        self.beta_conv = EqualConv2d(hidden, channels, 3)
+        self.norm = InstanceNorm()
+
+    def forward(self, x: Tensor, layout: Tensor) -> Tensor:
+        h = F.relu(self.conv0(layout))
+        return self.norm(x) * (1 + self.gamma_conv(h)) + self.beta_conv(h)
