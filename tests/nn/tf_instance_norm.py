@@ -31,7 +31,7 @@ class TFOrderInstanceNorm(nn.Module):
         super().__init__()
         self.eps = eps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weight=None, bias=None) -> torch.Tensor:
         n, c, h, w = x.shape
         a = x.detach().cpu().numpy().astype(np.float32).reshape(n * c, h * w)
         count = np.float32(h * w)
@@ -39,8 +39,10 @@ class TFOrderInstanceNorm(nn.Module):
         d = a - mean[:, None]
         var = _tf_sum(d * d, c) / count
         r = np.float32(1.0) / np.sqrt(var + np.float32(self.eps))
-        out = a * r[:, None] + (-mean * r)[:, None]
-        return torch.from_numpy(out.reshape(n, c, h, w))
+        out = torch.from_numpy((a * r[:, None] + (-mean * r)[:, None]).reshape(n, c, h, w))
+        if weight is not None:  # TF: IN(x)·(1+γ) + β, in that order
+            out = out * weight[:, :, None, None] + bias[:, :, None, None]
+        return out
 
 
 def use_tf_order(module: nn.Module) -> nn.Module:

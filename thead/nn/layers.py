@@ -43,7 +43,14 @@ class EqualConv2d(nn.Module):
         self.padding = kernel_size // 2
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
+        w = self.weight if self.scale == 1.0 else self.weight * self.scale
+        return F.conv2d(x, w, self.bias, padding=self.padding)
+
+    @torch.no_grad()
+    def fold_scale_(self) -> None:
+        """Inference only: bake the run-time scale into the weight (same float32 product)."""
+        self.weight.mul_(self.scale)
+        self.scale = 1.0
 
     def extra_repr(self) -> str:
         o, i, k, _ = self.weight.shape
@@ -63,7 +70,14 @@ class EqualLinear(nn.Module):
         self.scale = _runtime_scale(gain, in_features)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight * self.scale, self.bias)
+        w = self.weight if self.scale == 1.0 else self.weight * self.scale
+        return F.linear(x, w, self.bias)
+
+    @torch.no_grad()
+    def fold_scale_(self) -> None:
+        """Inference only: bake the run-time scale into the weight (same float32 product)."""
+        self.weight.mul_(self.scale)
+        self.scale = 1.0
 
     def extra_repr(self) -> str:
         o, i = self.weight.shape
@@ -111,14 +125,26 @@ def _same_pad(size: int, k: int = 3, s: int = 2) -> int:
 
 
 class InstanceNorm(nn.Module):
-    """Parameter-free instance norm: per sample and channel over H, W; biased variance; eps 1e-3."""
+    """Parameter-free instance norm: per sample and channel over H, W; biased variance; eps 1e-3.
+
+    ``forward(x, weight, bias)`` optionally fuses a per-sample, per-channel affine
+    ``IN(x)·weight + bias`` (weight, bias [N or 1, C]) into the same pass. Computed as batch
+    norm of each sample (the same statistics), whose CPU kernels are fast in channels-last
+    memory without copies; the float32 statistics are exact to rounding.
+    """
 
     def __init__(self, eps: float = IN_EPS):
         super().__init__()
         self.eps = eps
 
-    def forward(self, x: Tensor) -> Tensor:
-        return F.instance_norm(x, eps=self.eps)
+    def forward(self, x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
+        def affine(t: Tensor | None, i: int) -> Tensor | None:
+            return None if t is None else t[i if t.shape[0] > 1 else 0].to(x.dtype)
+
+        def one(i: int) -> Tensor:
+            return F.batch_norm(x[i : i + 1], None, None, affine(weight, i), affine(bias, i), True, 0.0, self.eps)
+
+        return one(0) if x.shape[0] == 1 else torch.cat([one(i) for i in range(x.shape[0])])
 
 
 class StyleModulation(nn.Module):
@@ -126,7 +152,7 @@ class StyleModulation(nn.Module):
 
     TF: ``norm{0,1}/dense`` (kernel [z_dim, 2C]; the first C outputs are γ, the next C are β).
     ``styles(z)`` is the per-avatar part; ``forward`` takes its result so that it can be
-    computed once and reused for every frame.
+    computed once and reused for every frame; normalization and modulation are one pass.
     """
 
     def __init__(self, channels: int, z_dim: int):
@@ -135,12 +161,12 @@ class StyleModulation(nn.Module):
         self.norm = InstanceNorm()
 
     def styles(self, z: Tensor) -> Tensor:
-        """z [N, z_dim] -> [N, 2C, 1, 1] (γ then β)."""
-        return self.dense(z)[:, :, None, None]
+        """z [N, z_dim] -> [N, 2C] (γ then β)."""
+        return self.dense(z)
 
     def forward(self, x: Tensor, style: Tensor) -> Tensor:
         gamma, beta = style.chunk(2, dim=1)
-        return self.norm(x) * (1 + gamma) + beta
+        return self.norm(x, 1 + gamma, beta)
 
 
 class SPADE(nn.Module):
@@ -157,7 +183,17 @@ class SPADE(nn.Module):
         self.gamma_conv = EqualConv2d(hidden, channels, 3)
         self.beta_conv = EqualConv2d(hidden, channels, 3)
         self.norm = InstanceNorm()
+        self.gamma_offset = 1.0  # the "1 +" of (1 + γ); 0 once folded into gamma_conv's bias
 
     def forward(self, x: Tensor, layout: Tensor) -> Tensor:
         h = F.relu(self.conv0(layout))
-        return self.norm(x) * (1 + self.gamma_conv(h)) + self.beta_conv(h)
+        gamma = self.gamma_conv(h)
+        if self.gamma_offset:
+            gamma = gamma + self.gamma_offset
+        return torch.addcmul(self.beta_conv(h), self.norm(x), gamma)
+
+    @torch.no_grad()
+    def fold_gamma_offset_(self) -> None:
+        """Inference only: fold the "1 +" into gamma_conv's bias (one pass fewer per layer)."""
+        self.gamma_conv.bias.add_(self.gamma_offset)
+        self.gamma_offset = 0.0
