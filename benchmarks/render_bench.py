@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from thead.config import LSRConfig
-from thead.model import LSR, Latents
+from thead.model import ENCODE_NETWORKS, LSR, RENDER_NETWORKS, Latents
 from thead.runtime import tune_cpu_allocator
 
 
@@ -78,7 +78,7 @@ def main() -> None:
     torch.manual_seed(0)
     tune_cpu_allocator()
     config = LSRConfig() if args.config == "default" else LSRConfig.reduced()
-    model = LSR(config, with_discriminator=False)
+    model = LSR(config, networks=ENCODE_NETWORKS + RENDER_NETWORKS)
     z = config.z_dim
     latents = Latents(torch.randn(1, z), torch.randn(1, z))
     contour1 = torch.rand(1, 3, 224, 224) * 2 - 1

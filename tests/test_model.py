@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from thead.config import LSRConfig
 from thead.errors import WeightsError
-from thead.model import LSR, NETWORKS, Latents
+from thead.model import LSR, NETWORKS, RENDER_NETWORKS, Latents
 
 CUDA = [pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))]
 
@@ -146,10 +146,14 @@ def test_config_json_is_strict(tmp_path):
         LSRConfig.from_json("{")
 
 
-def test_weights_without_discriminator_load_for_inference(model, tmp_path):
+def test_render_only_subset_loads_without_encoders_and_discriminator(model, tmp_path):
     model.save_pretrained(tmp_path / "w")
-    m = LSR.from_pretrained(tmp_path / "w", with_discriminator=False)
-    assert m.discriminator is None
+    m = LSR.from_pretrained(tmp_path / "w", networks=RENDER_NETWORKS)
+    assert m.discriminator is None and m.style_encoder is None and m.layout_encoder is None
+    rgb, contour, target = inputs(n=1)
+    lat = model.encode(rgb, contour)
+    with torch.no_grad():
+        torch.testing.assert_close(m.render(target, m.prepare(lat)).image, model.render(target, model.prepare(lat)).image)
 
 
 def test_latents_dataclass_is_frozen():

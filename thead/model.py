@@ -26,6 +26,8 @@ from thead.nn import Discriminator, Encoder, ImageGenerator, LayoutGenerator
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 NETWORKS = ("style_encoder", "layout_encoder", "layout_generator", "image_generator", "discriminator")
+ENCODE_NETWORKS = ("style_encoder", "layout_encoder")
+RENDER_NETWORKS = ("layout_generator", "image_generator")
 
 
 @dataclass(frozen=True)
@@ -62,15 +64,24 @@ class RenderOutput:
 class LSR(nn.Module):
     """Learned Spatial Representations for few-shot talking heads (Meshry et al., ICCV 2021)."""
 
-    def __init__(self, config: LSRConfig | None = None, *, with_discriminator: bool = True):
+    def __init__(self, config: LSRConfig | None = None, *, networks: tuple[str, ...] = NETWORKS):
+        """``networks`` builds a subset (e.g. ``RENDER_NETWORKS`` to animate a stored avatar,
+        which needs neither the encoders nor D); the others are None."""
         super().__init__()
         self.config = config = config or LSRConfig()
+        unknown = set(networks) - set(NETWORKS)
+        if unknown:
+            raise ValueError(f"unknown networks: {', '.join(sorted(unknown))}")
         r = config.resolution
-        self.style_encoder = Encoder.from_config(config.style_encoder, r)
-        self.layout_encoder = Encoder.from_config(config.layout_encoder, r)
-        self.layout_generator = LayoutGenerator.from_config(config.layout_generator)
-        self.image_generator = ImageGenerator.from_config(config.image_generator)
-        self.discriminator = Discriminator.from_config(config.discriminator, r) if with_discriminator else None
+        build = {
+            "style_encoder": lambda: Encoder.from_config(config.style_encoder, r),
+            "layout_encoder": lambda: Encoder.from_config(config.layout_encoder, r),
+            "layout_generator": lambda: LayoutGenerator.from_config(config.layout_generator),
+            "image_generator": lambda: ImageGenerator.from_config(config.image_generator),
+            "discriminator": lambda: Discriminator.from_config(config.discriminator, r),
+        }
+        for name in NETWORKS:
+            setattr(self, name, build[name]() if name in networks else None)
 
     # -- step 1: the shots -------------------------------------------------------------------
     def encode(self, rgb: Tensor, contour: Tensor) -> Latents:
@@ -159,7 +170,7 @@ class LSR(nn.Module):
         revision: str | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
-        with_discriminator: bool = True,
+        networks: tuple[str, ...] = NETWORKS,
     ) -> LSR:
         """Load a local folder, or a Hub repo id (default: ``$THEAD_WEIGHTS`` or thead's repo).
 
@@ -167,15 +178,14 @@ class LSR(nn.Module):
         """
         folder = resolve_weights_folder(path_or_repo, revision=revision)
         config = LSRConfig.from_json(_read(folder / CONFIG_NAME))
-        model = cls(config, with_discriminator=with_discriminator)
+        model = cls(config, networks=networks)
         try:
             state = load_file(str(folder / WEIGHTS_NAME))
         except FileNotFoundError:
             raise WeightsError(f"{folder} has no {WEIGHTS_NAME}") from None
         except Exception as e:  # safetensors raises its own error types on corrupt headers
             raise WeightsError(f"{folder / WEIGHTS_NAME} is not a readable safetensors file ({e})") from None
-        if not with_discriminator:
-            state = {k: v for k, v in state.items() if not k.startswith("discriminator.")}
+        state = {k: v for k, v in state.items() if k.split(".", 1)[0] in networks}
         load_state_strict(model, state, source=str(folder))
         model.weights_sha256 = sha256_file(folder / WEIGHTS_NAME)
         return model.to(device=device, dtype=dtype).eval()
