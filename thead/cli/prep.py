@@ -1,0 +1,55 @@
+"""``thead prep``: raw clips or frame folders -> the authors' processed training layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from thead.cli._app import app, err_console
+from thead.prep import ClipFailure, PrepOptions, prepare, tool_notes
+
+_DEFAULTS = PrepOptions()
+
+
+@app.command("prep")
+def prep_command(
+    src: Annotated[Path, typer.Argument(help="<person>/<video>/<clip>.mp4 tree, or frame folders.")],
+    out: Annotated[Path, typer.Argument(help="Output root for .../NNNNN_{rgb,contour,segmap_merged}.png.")],
+    mode: Annotated[str, typer.Option(help="videos (k frames per clip) or images (every frame).")] = _DEFAULTS.mode,
+    k: Annotated[int, typer.Option("--k", help="Frames kept per clip: i mod (n//k+1) == 0.")] = _DEFAULTS.k,
+    workers: Annotated[int, typer.Option(help="Clips prepared in parallel processes.")] = _DEFAULTS.workers,
+    landmarks: Annotated[str, typer.Option(help="Landmark backend: auto, fan or dlib.")] = _DEFAULTS.landmarks,
+    segmaps: Annotated[
+        bool, typer.Option("--segmaps/--no-segmaps", help="Write face-parsing maps (needs the parser weights).")
+    ] = _DEFAULTS.segmaps,
+    device: Annotated[str, typer.Option(help="Torch device for FAN and the face parser.")] = _DEFAULTS.device,
+) -> None:
+    """Prepare training data: frames, contour drawings and segmaps, resumable, with a manifest."""
+    options = PrepOptions(mode=mode, k=k, workers=workers, landmarks=landmarks, segmaps=segmaps, device=device)
+    columns = (TextColumn("prep"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
+        task = bar.add_task("prep", total=None)
+
+        def progress(done: int, total: int, item) -> None:
+            bar.update(task, completed=done, total=total)
+            if item is None:  # clips found: say once what will be missing
+                for note in tool_notes(options):
+                    bar.console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+            elif isinstance(item, ClipFailure):
+                bar.console.print(f"skipped {item.clip}: {item.error}", markup=False, highlight=False, soft_wrap=True)
+
+        report = prepare(src, out, options, progress)
+    no_face = sum(len(c.no_face) for c in report.clips)
+    err_console.print(
+        f"prepared {len(report.clips)} clips ({report.num_frames} frames; {report.num_resumed} already done) "
+        f"into {out}; {no_face} frames without a face skipped; {len(report.failures)} clips failed; "
+        f"see {report.manifest}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    if report.failures and not report.clips:
+        raise typer.Exit(1)
