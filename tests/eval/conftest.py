@@ -1,0 +1,43 @@
+"""Fixtures of the eval tests: real sample frames and a shared dlib landmark detector."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Batches here are a few frames: a second thread buys little and, on the shared 2-core
+    # machine, waits on the other process' threads (measured: 2-20x slower under load).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def fsth(sample_dir) -> Path:
+    """The FSTH-layout sample test set (3 people, 32 train + 32 test frames each)."""
+    return sample_dir / "fsth_eval_subset"
+
+
+@pytest.fixture(scope="session")
+def frame(fsth) -> np.ndarray:
+    from thead.faces.images import load_image
+
+    return load_image(next((fsth / "test" / "id00017").glob("*/combined/00000_rgb.png")))
+
+
+@pytest.fixture(scope="session")
+def dlib_detector():
+    from thead.faces.landmarks import make_detector
+
+    return make_detector("dlib")
+
+
+def frame_path(fsth: Path, split: str, person: str, index: int) -> Path:
+    return next((fsth / split / person).glob(f"*/combined/{index:05d}_rgb.png"))
