@@ -1,0 +1,5 @@
+"""``python -m thead``."""
+
+from thead.cli import entry
+
+entry()
