@@ -1,0 +1,131 @@
+"""VGG19 / VGG-Face backbones: Keras .h5 conversion, preprocessing, cached download.
+
+The real weight files cannot be downloaded here; Keras-layout files with random weights at a
+reduced width (the loader reads widths from the shapes) exercise the same code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from thead.errors import WeightsError
+from thead.nn.backbones import vgg
+from thead.nn.backbones.vgg import VGG19Features, VGGFace, caffe_preprocess
+
+WIDTHS = (4, 8, 8, 8, 8)
+
+
+def _write_keras_h5(path, layers: list[tuple[str, list[np.ndarray]]]) -> None:
+    """Keras 2 ``save_weights`` layout: root attr layer_names; per layer weight_names + datasets."""
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = [n.encode() for n, _ in layers]
+        for name, weights in layers:
+            g = f.create_group(name)
+            names = [f"{name}/{'kernel' if i == 0 else 'bias'}:0" for i in range(len(weights))]
+            g.attrs["weight_names"] = [n.encode() for n in names]
+            for n, w in zip(names, weights):
+                g.create_dataset(n, data=w)
+
+
+def _conv(rng, k, cin, cout):
+    return [rng.standard_normal((k, k, cin, cout)).astype(np.float32) * 0.1, rng.standard_normal(cout).astype(np.float32)]
+
+
+def keras_vgg19_h5(path, rng):
+    layers = [("input_1", [])]
+    cin = 3
+    for b, n in enumerate((2, 2, 4, 4, 4), start=1):  # the whole notop file, block5 included
+        for i in range(1, n + 1):
+            layers.append((f"block{b}_conv{i}", _conv(rng, 3, cin, WIDTHS[b - 1])))
+            cin = WIDTHS[b - 1]
+        layers.append((f"block{b}_pool", []))
+    _write_keras_h5(path, layers)
+    return dict(layers)
+
+
+def test_caffe_preprocessing():
+    x = -torch.ones(1, 3, 2, 2)
+    x[:, 0] = 1.0  # pure red
+    y = caffe_preprocess(x)
+    assert y[0, :, 0, 0].tolist() == pytest.approx([-103.939, -116.779, 255 - 123.68])  # BGR minus ImageNet means
+
+
+def test_vgg19_from_keras_h5(tmp_path):
+    layers = keras_vgg19_h5(tmp_path / "vgg19.h5", np.random.default_rng(0))
+    net = VGG19Features.from_file(tmp_path / "vgg19.h5")
+    assert net.widths == WIDTHS and not any(p.requires_grad for p in net.parameters())
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    feats = net(x)
+    assert [f.shape[1:] for f in feats] == [(4, 32, 32), (8, 16, 16), (8, 8, 8), (8, 4, 4), (8, 2, 2)]
+    k, b = layers["block1_conv1"]
+    ref = F.relu(F.conv2d(caffe_preprocess(x), torch.from_numpy(k).permute(3, 2, 0, 1), torch.from_numpy(b), padding=1))
+    torch.testing.assert_close(feats[0], ref)  # HWIO -> OIHW, BGR input order, ReLU included
+    # thead's converted form loads back to the same network
+    from safetensors.torch import save_file
+
+    save_file(net.state_dict(), str(tmp_path / "vgg19.safetensors"))
+    again = VGG19Features.from_file(tmp_path / "vgg19.safetensors")
+    for a, c in zip(again(x), feats):
+        assert torch.equal(a, c)
+
+
+def test_vgg_face_from_keras_sequential_h5(tmp_path):
+    rng = np.random.default_rng(1)
+    layers, cin, n = [], 3, 0
+    for b, convs in enumerate((2, 2, 3, 3, 3)):
+        for _ in range(convs):
+            n += 1
+            layers += [(f"zero_padding2d_{n}", []), (f"conv2d_{n}", _conv(rng, 3, cin, WIDTHS[b]))]
+            cin = WIDTHS[b]
+        layers.append((f"max_pooling2d_{b + 1}", []))
+    layers += [("conv2d_14", _conv(rng, 7, cin, 16)), ("dropout_1", []), ("conv2d_15", _conv(rng, 1, 16, 16)),
+               ("dropout_2", []), ("conv2d_16", _conv(rng, 1, 16, 5)), ("flatten_1", []), ("activation_1", [])]  # fmt: skip
+    _write_keras_h5(tmp_path / "vgg_face_weights.h5", layers)
+    net = VGGFace.from_file(tmp_path / "vgg_face_weights.h5")
+    x = torch.rand(2, 3, 224, 224) * 2 - 1
+    out = net(x)
+    assert out.logits.shape == (2, 5) and torch.equal(net.logits(x), out.logits)
+    assert [f.shape[1] for f in out.features] == list(WIDTHS) and all((f >= 0).all() for f in out.features)
+    k, b = dict(layers)["conv2d_16"]
+    assert torch.equal(net.fc8.weight[:, :, 0, 0], torch.from_numpy(k[0, 0]).T)
+
+
+def test_wrong_files_are_weights_errors(tmp_path):
+    _write_keras_h5(tmp_path / "other.h5", [("dense_1", _conv(np.random.default_rng(0), 1, 3, 4))])
+    with pytest.raises(WeightsError, match="block1_conv1"):
+        VGG19Features.from_file(tmp_path / "other.h5")
+    with pytest.raises(WeightsError, match="weighted layers"):
+        VGGFace.from_file(tmp_path / "other.h5")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a file")
+    with pytest.raises(WeightsError, match="not a readable"):
+        VGG19Features.from_file(tmp_path / "junk.safetensors")
+
+
+def test_pretrained_downloads_checks_md5_converts_and_caches(tmp_path, monkeypatch):
+    src = tmp_path / "published.h5"
+    keras_vgg19_h5(src, np.random.default_rng(2))
+    md5 = hashlib.md5(src.read_bytes()).hexdigest()
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(vgg, "VGG19_URLS", (src.as_uri(),))
+    monkeypatch.setattr(vgg, "VGG19_MD5", "0" * 32)
+    with pytest.raises(WeightsError, match="md5"):
+        VGG19Features.pretrained(cache)
+    assert not any(cache.iterdir())  # nothing half-written
+    monkeypatch.setattr(vgg, "VGG19_MD5", md5)
+    net = VGG19Features.pretrained(cache)
+    assert sorted(p.name for p in cache.iterdir()) == ["vgg19_keras_imagenet_notop.safetensors"]  # the .h5 is not kept
+    src.unlink()
+    again = VGG19Features.pretrained(cache)  # from the cache, no download
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
+
+
+def test_unreachable_download_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(vgg, "VGG_FACE_URLS", ((tmp_path / "missing.h5").as_uri(),))
+    with pytest.raises(WeightsError, match="could not download .*pass its path"):
+        VGGFace.pretrained(tmp_path / "cache")

@@ -1,0 +1,158 @@
+"""``thead train layout|meta|export`` and ``thead finetune``: thin wrappers over ``thead.train``.
+
+Distributed runs use torchrun around the same command, e.g.
+``torchrun --nproc_per_node 8 $(which thead) train meta --data DIR --init RUN_A --out RUN_B``.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from thead.cli._app import app, err_console, out_console, train_app
+
+
+class ModelSize(str, enum.Enum):
+    default = "default"
+    reduced = "reduced"
+
+
+class VariantChoice(str, enum.Enum):
+    latent = "latent"
+    learned_segmentation = "learned_segmentation"
+    oracle_segmentation = "oracle_segmentation"
+
+
+Data = Annotated[Path, typer.Option("--data", help="Processed clips (thead prep output or the FSTH layout).")]
+Out = Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, log.jsonl, samples/. An existing run resumes.")]
+Steps = Annotated[Optional[int], typer.Option("--steps", help="Stop after this many steps of the stage (default: the authors' full schedule).")]
+BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="Examples per process (default: the authors' 4).")]
+Workers = Annotated[Optional[int], typer.Option("--workers", help="Data loader workers per process.")]
+Vgg19 = Annotated[Optional[Path], typer.Option("--vgg19", help="VGG19 weights (Keras .h5 or converted .safetensors); default: download once.")]
+VggFace = Annotated[Optional[Path], typer.Option("--vgg-face", help="VGG-Face weights (vgg_face_weights.h5 or .safetensors); default: download once.")]
+Index = Annotated[Optional[Path], typer.Option("--index", help="Where the data index is kept (default: DATA/thead-index.npz).")]
+Device = Annotated[Optional[str], typer.Option("--device", help="cpu or cuda (default: cuda when present).")]
+
+
+def _loss_networks(config, vgg19: Path | None, vgg_face: Path | None):
+    from thead.nn.backbones.vgg import VGG19Features, VGGFace
+    from thead.train.losses import LossNetworks
+
+    w = config.weights
+    v19 = (VGG19Features.from_file(vgg19) if vgg19 else VGG19Features.pretrained()) if w.vgg19 else None
+    needs_face = config.stage == "meta" and (w.vgg_face or w.identity)
+    vf = (VGGFace.from_file(vgg_face) if vgg_face else VGGFace.pretrained()) if needs_face else None
+    return LossNetworks(v19, vf)
+
+
+def _run(config, data, out, steps, vgg19, vgg_face, index, device, model_size, init=None) -> None:
+    from thead.config import LSRConfig
+    from thead.train import train
+
+    model_config = None if init is not None else (LSRConfig.reduced() if model_size == ModelSize.reduced else LSRConfig())
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err_console, transient=True) as bar:
+        task = bar.add_task(f"train {config.stage}", total=None, info="")
+
+        def on_step(r) -> None:
+            shown = ", ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in list(r.losses.items())[:4])
+            bar.update(task, completed=r.step, total=r.end_step, info=f"{r.images_per_s:.2f} img/s · {shown}")
+
+        result = train(config, data=data, out=out, model_config=model_config, init=init, loss_networks=_loss_networks(config, vgg19, vgg_face), steps=steps, index_path=index, device=device, on_step=on_step)
+    out_console.print(f"step {result.step}: checkpoint {result.checkpoint}" + (f" ({result.skipped_files} unreadable files skipped)" if result.skipped_files else ""))
+
+
+def _config(base, batch_size, workers):
+    changes = {}
+    if batch_size is not None:
+        changes["batch_size"] = batch_size
+    if workers is not None:
+        changes["num_workers"] = workers
+    return base.replace(**changes)
+
+
+@train_app.command("layout")
+def layout(
+    data: Data, out: Out, steps: Steps = None, batch_size: BatchSize = None, workers: Workers = None,
+    vgg19: Vgg19 = None, index: Index = None, device: Device = None,
+    model_size: Annotated[ModelSize, typer.Option("--model-size", help="Network widths.")] = ModelSize.default,
+) -> None:
+    """Stage A: pre-train E^l + G^l against the oracle face parsing (needs _segmap_merged.png)."""
+    from thead.train.config import layout_pretraining
+
+    _run(_config(layout_pretraining(), batch_size, workers), data, out, steps, vgg19, None, index, device, model_size)
+
+
+@train_app.command("meta")
+def meta(
+    data: Data, out: Out,
+    init: Annotated[Optional[Path], typer.Option("--init", help="Stage-A run to start from (E^l, G^l, example counter).")] = None,
+    variant: Annotated[VariantChoice, typer.Option("--variant", help="Table 2 variant.")] = VariantChoice.latent,
+    steps: Steps = None, batch_size: BatchSize = None, workers: Workers = None,
+    vgg19: Vgg19 = None, vgg_face: VggFace = None, index: Index = None, device: Device = None,
+    model_size: Annotated[ModelSize, typer.Option("--model-size", help="Network widths (ignored with --init).")] = ModelSize.default,
+) -> None:
+    """Stage B: meta-learning with the full objective (GAN + R1/R2, VGG19, L1, VGG-Face, latents)."""
+    from thead.train.config import meta_learning
+
+    _run(_config(meta_learning(variant.value), batch_size, workers), data, out, steps, vgg19, vgg_face, index, device, model_size, init=init)
+
+
+@train_app.command("export")
+def export(
+    run: Annotated[Path, typer.Argument(help="A run folder (its newest checkpoint) or one checkpoint folder.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Weights folder to write (config.json + model.safetensors).")],
+) -> None:
+    """Write a run's weights in thead's format, usable by every other command."""
+    from thead.train.checkpoint import export as export_weights
+
+    out_console.print(f"wrote {export_weights(run, output)}")
+
+
+@app.command("finetune")
+def finetune(
+    name: Annotated[str, typer.Argument(help="The avatar to fine-tune.")],
+    shots: Annotated[Optional[int], typer.Option("--shots", help="K, which sets the step count (default: the avatar's number of shots).")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Steps (default by K: 24/60/100/200/400 for K<4/<8/<16/<32/else).")] = None,
+    weights: Annotated[Optional[str], typer.Option("--weights", help="Base LSR weights (default: the ones the avatar was enrolled with).")] = None,
+    vgg19: Vgg19 = None, vgg_face: VggFace = None, device: Device = None,
+) -> None:
+    """Stage C: personal G^l, G^s and D for one avatar (latents and encoders frozen); the
+    personal weights are stored with the avatar and used by `thead animate` from then on."""
+    import torch
+
+    from thead.avatar import AvatarStore
+    from thead.errors import AvatarError
+    from thead.faces.contour import draw_contour
+    from thead.faces.images import to_tensor
+    from thead.model import LSR
+    from thead.train import finetune as run_finetune
+    from thead.train.config import meta_learning
+    from thead.train.finetune import FinetuneOptions
+
+    store = AvatarStore()
+    avatar = store.load(name)
+    model = LSR.from_pretrained(weights or avatar.weights or None)
+    if avatar.info.weights_sha256 and model.weights_sha256 != avatar.info.weights_sha256:
+        raise AvatarError(f"avatar {name} was enrolled with other weights; pass the same --weights")
+    options = FinetuneOptions(num_shots=shots if shots is not None else avatar.num_shots, steps=steps, device=device)
+    frames = torch.stack([to_tensor(s) for s in avatar.shots])
+    contours = torch.stack([to_tensor(draw_contour(lm)) for lm in avatar.landmarks])
+    on_cpu = (device or ("cuda" if torch.cuda.is_available() else "cpu")) == "cpu"
+    err_console.print(f"fine-tuning {name}: {options.total_steps} steps on its {len(frames)} shots" + (" on the CPU; timing the first step for an estimate" if on_cpu else ""))
+    started = time.perf_counter()
+    with Progress(TextColumn("[bold]finetune"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err_console, transient=True) as bar:
+        task = bar.add_task("finetune", total=options.total_steps)
+
+        def progress(p) -> None:
+            if p.step == 1 and on_cpu:
+                bar.console.print(f"about {p.seconds * p.steps / 60:.1f} min on this CPU ({p.seconds:.1f} s per step)")
+            bar.update(task, completed=p.step)
+
+        personal = run_finetune(model, avatar.latents, frames, contours, options, progress, loss_networks=_loss_networks(meta_learning(), vgg19, vgg_face))
+    path = store.save_finetuned(name, personal, model.weights_sha256 or "")
+    out_console.print(f"{name}: fine-tuned {options.total_steps} steps in {time.perf_counter() - started:.0f} s -> {path}")

@@ -1,0 +1,29 @@
+"""Training LSR: layout pre-training (stage A), meta-learning (stage B), subject fine-tuning
+(stage C), ref §5.
+
+- ``config``: the stages' numbers (``layout_pretraining()``, ``meta_learning(variant)``).
+- ``losses``: the paper's terms as pure functions; ``LossNetworks`` (VGG19, VGG-Face).
+- ``data``: ``DatasetIndex``, ``ClipDataset``, ``ExampleSampler`` (exact resume, sharding).
+- ``trainer``: ``train(...)`` one or many processes (torchrun), checkpoints, logs.
+- ``finetune``: ``finetune(model, latents, frames, contours, options)`` -> personal weights.
+"""
+
+from thead.train.config import LossWeights, OptimizerConfig, TrainConfig, layout_pretraining, meta_learning
+from thead.train.finetune import FinetuneOptions, finetune, finetune_steps
+from thead.train.losses import LossNetworks
+from thead.train.trainer import StepReport, TrainResult, train
+
+__all__ = [
+    "FinetuneOptions",
+    "LossNetworks",
+    "LossWeights",
+    "OptimizerConfig",
+    "StepReport",
+    "TrainConfig",
+    "TrainResult",
+    "finetune",
+    "finetune_steps",
+    "layout_pretraining",
+    "meta_learning",
+    "train",
+]

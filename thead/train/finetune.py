@@ -1,0 +1,167 @@
+"""Stage C: subject fine-tuning (ref §5.5) — personal G^l, G^s and D for one avatar.
+
+The latents z^s, z^l are computed once from the K shots and stay constant; E^s and E^l are not
+touched. G^l, G^s and D are trained on (contour_t, I_t) pairs of the avatar's own frames, batch
+1, shuffled and repeated, with the stage-B objective (the latent L2 terms are constant there),
+fresh Keras Adam optimizers and the release's decay (constant for the first half, then 1/t to
+lr/100). The release uses every frame of the source folder as a target (paper≠code, ref §9.11);
+``finetune`` trains on whatever frames it is given.
+
+Steps as the authors intended (their flag default of −1 makes it 0 steps, ref §5.5):
+K < 4 → 24, K < 8 → 60, K < 16 → 100, K < 32 → 200, else 400.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from thead.errors import TrainingError, UsageError
+from thead.model import LSR, Latents
+from thead.train.config import META_WEIGHTS, LossWeights, OptimizerConfig, meta_learning
+from thead.train.losses import LossNetworks, total
+from thead.train.optim import KerasAdam
+from thead.train.schedule import finetune_schedule
+from thead.train.trainer import NUM_CLASSES, adversarial_terms, default_loss_networks
+
+PERSONAL_NETWORKS = ("layout_generator", "image_generator", "discriminator")
+_STEPS_BY_SHOTS = ((4, 24), (8, 60), (16, 100), (32, 200))
+
+
+def finetune_steps(num_shots: int) -> int:
+    """The release's intended schedule: 24 / 60 / 100 / 200 / 400 steps for K < 4 / 8 / 16 / 32 / else."""
+    for bound, steps in _STEPS_BY_SHOTS:
+        if num_shots < bound:
+            return steps
+    return 400
+
+
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """Stage C settings; defaults are the release's (ref §2 fine-tuning flags, §5.5)."""
+
+    num_shots: int = 1  # K the latents were made from; sets the step count when steps is None
+    steps: int | None = None
+    lr: float = 1e-3
+    decay_lr: bool = True
+    weights: LossWeights = META_WEIGHTS
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    seed: int = 0
+    device: str | None = None  # None: CUDA when present, else CPU
+    amp: bool = True  # bf16 autocast on CUDA
+
+    @property
+    def total_steps(self) -> int:
+        return finetune_steps(self.num_shots) if self.steps is None else self.steps
+
+
+@dataclass(frozen=True)
+class FinetuneProgress:
+    step: int  # steps done
+    steps: int
+    losses: dict[str, float]
+    seconds: float  # wall time of this step
+
+
+class _PersonalGenerator(nn.Module):
+    """G^l -> softmax -> G^s with the avatar's constant latents."""
+
+    def __init__(self, layout_generator: nn.Module, image_generator: nn.Module):
+        super().__init__()
+        self.layout_generator, self.image_generator = layout_generator, image_generator
+
+    def forward(self, contour: Tensor, z_style: Tensor, z_layout: Tensor) -> Tensor:
+        logits = self.layout_generator(contour, z_layout)[:, :NUM_CLASSES]
+        return self.image_generator(logits.softmax(dim=1), z_style)
+
+
+def finetune(
+    model: LSR,
+    latents: Latents,
+    frames_rgb: Tensor,
+    contours: Tensor,
+    options: FinetuneOptions = FinetuneOptions(),
+    progress: Callable[[FinetuneProgress], None] | None = None,
+    *,
+    loss_networks: LossNetworks | None = None,
+) -> dict[str, Tensor]:
+    """Fine-tune copies of G^l, G^s and D on one avatar's frames; ``model`` is left unchanged.
+
+    frames_rgb, contours: [N, 3, H, W] in [-1, 1] (targets and their landmark drawings);
+    latents: the avatar's z^s, z^l [1, z_dim]. Returns the personal state dict (keys
+    ``layout_generator.*``, ``image_generator.*``, ``discriminator.*``; CPU float32), which
+    ``model.load_state_dict(..., strict=False)`` puts in place.
+    ``loss_networks``: default the pretrained VGG19 and VGG-Face.
+    """
+    # 1. Check inputs.
+    if model.discriminator is None:
+        raise UsageError("fine-tuning needs weights with the discriminator")
+    r = model.config.resolution
+    if frames_rgb.dim() != 4 or frames_rgb.shape[1:] != (3, r, r) or contours.shape != frames_rgb.shape:
+        raise UsageError(f"frames and contours must both be [N, 3, {r}, {r}], got {tuple(frames_rgb.shape)} and {tuple(contours.shape)}")
+    if latents.z_style.shape[0] != 1:
+        raise UsageError("fine-tuning takes one avatar's latents ([1, z_dim])")
+    steps = options.total_steps
+    if steps < 0:
+        raise UsageError("steps must be 0 or more")
+    w = options.weights
+    if loss_networks is None:
+        loss_networks = default_loss_networks(meta_learning(weights=w))
+
+    # 2. Personal copies on the device; latents constant.
+    device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    amp = options.amp and device.type == "cuda"
+    cl = torch.channels_last  # faster convolutions (see trainer.py); values unchanged
+    nets = loss_networks.to(device, memory_format=cl)
+    generator = _PersonalGenerator(copy.deepcopy(model.layout_generator), copy.deepcopy(model.image_generator)).to(device, torch.float32, memory_format=cl)
+    discriminator = copy.deepcopy(model.discriminator).to(device, torch.float32, memory_format=cl)
+    z_style = latents.z_style.detach().to(device, torch.float32)
+    z_layout = latents.z_layout.detach().to(device, torch.float32)
+    frames_rgb = frames_rgb.to(device, torch.float32).contiguous(memory_format=cl)
+    contours = contours.to(device, torch.float32).contiguous(memory_format=cl)
+    g_named = list(generator.named_parameters())
+    d_named = [(f"discriminator.{n}", p) for n, p in discriminator.named_parameters()]
+    g_params, d_params = [p for _, p in g_named], [p for _, p in d_named]
+    opt_cfg = OptimizerConfig(options.lr, options.optimizer.beta1, options.optimizer.beta2, options.optimizer.eps, options.optimizer.grad_clip)
+    opt_g, opt_d = KerasAdam(g_named, opt_cfg), KerasAdam(d_named, opt_cfg)
+    schedule = finetune_schedule(options.lr, steps, decay=options.decay_lr)
+
+    # 3. Batch-1 steps over the frames, reshuffled every pass.
+    rng = np.random.default_rng(options.seed)
+    order: list[int] = []
+    for step in range(steps):
+        t0 = time.perf_counter()
+        if not order:
+            order = rng.permutation(len(frames_rgb)).tolist()
+        i = order.pop(0)
+        rgb, contour = frames_rgb[i : i + 1], contours[i : i + 1]
+        opt_g.zero_grad()
+        opt_d.zero_grad()
+        with torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext():
+            fake = generator(contour, z_style, z_layout)
+            g, d = adversarial_terms(discriminator, fake, rgb, contour, z_style, z_layout, w, nets)
+        values = {f"G/{k}": float(v.detach()) for k, v in g.items()} | {f"D/{k}": float(v.detach()) for k, v in d.items()}
+        bad = [f"{k}={v}" for k, v in values.items() if not math.isfinite(v)]
+        if bad:
+            raise TrainingError(f"non-finite loss at fine-tuning step {step} ({', '.join(bad)}); nothing was saved")
+        total(g).backward(inputs=g_params, retain_graph=True)
+        total(d).backward(inputs=d_params)
+        lr = schedule(step)
+        opt_g.step(lr)
+        opt_d.step(lr)
+        if progress is not None:
+            progress(FinetuneProgress(step + 1, steps, values, time.perf_counter() - t0))
+
+    # 4. The personal weights.
+    state = {k: v for k, v in generator.state_dict().items()}
+    state |= {f"discriminator.{k}": v for k, v in discriminator.state_dict().items()}
+    return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
+

@@ -1,0 +1,543 @@
+"""The training loop for stages A (layout pre-training) and B (meta-learning), ref §5.2-§5.4.
+
+Runs unchanged on one process or many under ``torchrun``: this is the only module that reads
+``RANK`` / ``LOCAL_RANK`` / ``WORLD_SIZE``. It uses NCCL with CUDA and gloo otherwise, wraps the
+generator side (the encoders and generators one step uses) and D in DistributedDataParallel,
+and only rank 0 writes (checkpoints, logs, sample grids). Batch size is per process.
+
+One step (stage B), as the release does it — G and D from the same forward pass:
+1. z^s, z^l = mean over K shots of E^s, E^l; layout = softmax(G^l(contour_t, z^l)[:19]);
+   Î = G^s(layout, z^s).
+2. D once on [I; Î] (batch 2B); R1/R2 from one ``autograd.grad`` on the two images only.
+3. ``G_total.backward(inputs=G params)`` (D contributes input gradients only) and
+   ``D_total.backward(inputs=D params)`` (nothing flows into the generators); no gradient
+   that is not used is computed.
+4. Element-wise clipping ±1 and Keras Adam (β = (0, 0.999), ε = 1e-7) for each optimizer, at
+   the release's learning rate for this global step.
+
+A non-finite loss stops the run with ``TrainingError`` before any update; the newest
+checkpoint stays the last good one. Ctrl-C finishes the current step, writes a checkpoint and
+re-raises ``KeyboardInterrupt``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as torch_dist
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from thead._atomic import atomic_file
+from thead.config import LSRConfig
+from thead.errors import CheckpointError, TrainingError
+from thead.model import LSR
+from thead.train import losses as L
+from thead.train.checkpoint import (
+    Checkpoint,
+    TrainState,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+from thead.train.config import LossWeights, TrainConfig
+from thead.train.data import Batch, ClipDataset, DatasetIndex, ExampleSampler, collate
+from thead.train.optim import KerasAdam
+from thead.train.schedule import Schedule, training_schedule
+
+LOG_NAME = "log.jsonl"
+SAMPLES = "samples"
+NUM_CLASSES = 19
+# CelebAMask-HQ label colours used by the release's summaries (ref §1.4).
+PALETTE = np.array(
+    [(0, 0, 0), (204, 0, 0), (76, 153, 0), (204, 204, 0), (51, 51, 255), (204, 0, 204), (0, 255, 255),
+     (255, 204, 204), (102, 51, 0), (255, 0, 0), (102, 204, 0), (255, 255, 0), (0, 0, 153), (0, 0, 204),
+     (255, 51, 153), (0, 204, 204), (0, 51, 0), (255, 153, 51), (0, 204, 0)],
+    dtype=np.uint8,
+)  # fmt: skip
+
+
+# -- processes -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a torchrun job (world 1 without torchrun)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: str | None = None) -> Distributed:
+    """Read torchrun's environment; start the process group (NCCL on CUDA, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    dev = torch.device(f"cuda:{local_rank}" if cuda else "cpu") if device in (None, "cuda") else torch.device(device)
+    if cuda:
+        torch.cuda.set_device(dev)
+    if world > 1 and not torch_dist.is_initialized():
+        torch_dist.init_process_group("nccl" if cuda else "gloo")
+    return Distributed(rank, local_rank, world, dev)
+
+
+def _all_reduce_sum(values: list[float], dist: Distributed) -> list[float]:
+    if not dist.enabled:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=dist.device)
+    torch_dist.all_reduce(t)
+    return t.tolist()
+
+
+# -- the per-step networks (what DDP wraps) --------------------------------------------------
+
+
+def _encode(encoder: nn.Module, shots_rgb: Tensor, shots_contour: Tensor) -> Tensor:
+    b, k = shots_rgb.shape[:2]
+    return encoder(torch.cat([shots_rgb, shots_contour], dim=2).flatten(0, 1)).view(b, k, -1).mean(dim=1)
+
+
+class LayoutSide(nn.Module):
+    """Stage A's trainable part: E^l + G^l -> (layout_logits, aux_rgb, z_layout)."""
+
+    def __init__(self, model: LSR):
+        super().__init__()
+        self.layout_encoder, self.layout_generator = model.layout_encoder, model.layout_generator
+
+    def forward(self, shots_rgb: Tensor, shots_contour: Tensor, target_contour: Tensor):
+        z_layout = _encode(self.layout_encoder, shots_rgb, shots_contour)
+        out = self.layout_generator(target_contour, z_layout)
+        return out[:, :NUM_CLASSES], out[:, NUM_CLASSES:], z_layout
+
+
+class SynthesisSide(nn.Module):
+    """Stage B's generator side: E^s, G^s and (unless the layout is the oracle's) E^l, G^l.
+
+    forward -> (fake [N,3,H,W], layout_logits or None, z_style, z_layout or None).
+    """
+
+    def __init__(self, model: LSR, *, oracle_layout: bool = False):
+        super().__init__()
+        self.style_encoder, self.image_generator = model.style_encoder, model.image_generator
+        self.oracle_layout = oracle_layout
+        if not oracle_layout:
+            self.layout_encoder, self.layout_generator = model.layout_encoder, model.layout_generator
+
+    def forward(self, shots_rgb: Tensor, shots_contour: Tensor, target_contour: Tensor, oracle: Tensor | None = None):
+        z_style = _encode(self.style_encoder, shots_rgb, shots_contour)
+        if self.oracle_layout:  # Table 2 upper bound: G^s sees the oracle parsing, one-hot
+            layout = F.one_hot(oracle, NUM_CLASSES).permute(0, 3, 1, 2).to(z_style.dtype)
+            return self.image_generator(layout, z_style), None, z_style, None
+        z_layout = _encode(self.layout_encoder, shots_rgb, shots_contour)
+        logits = self.layout_generator(target_contour, z_layout)[:, :NUM_CLASSES]
+        return self.image_generator(logits.softmax(dim=1), z_style), logits, z_style, z_layout
+
+
+def adversarial_terms(
+    discriminator: nn.Module,
+    fake: Tensor,
+    real: Tensor,
+    contour: Tensor,
+    z_style: Tensor | None,
+    z_layout: Tensor | None,
+    weights: LossWeights,
+    nets: L.LossNetworks,
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """D once on [I; Î] -> (generator terms, discriminator terms) of ref §5.1."""
+    real = real.detach().requires_grad_(True)  # a leaf of its own, for R1
+    logits = discriminator(torch.cat([real, fake.to(real.dtype)]), torch.cat([contour, contour]))[-1]
+    real_logit, fake_logit = logits.chunk(2)
+    g = L.generator_losses(fake, real.detach(), fake_logit, z_style, z_layout, weights, nets)
+    d = L.discriminator_losses(real_logit, fake_logit, real, fake, weights)
+    return g, d
+
+
+# -- the trainer -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """What a progress display shows after each step (rank 0 only)."""
+
+    step: int
+    end_step: int
+    lr: float
+    losses: dict[str, float]
+    images_per_s: float
+    skipped_files: int
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run: Path
+    step: int
+    checkpoint: Path | None
+    losses: dict[str, float] = field(default_factory=dict)
+    skipped_files: int = 0
+
+
+class Trainer:
+    """Owns the networks, optimizers, data stream and run folder of one stage."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        model: LSR,
+        nets: L.LossNetworks,
+        index: DatasetIndex,
+        run: Path,
+        *,
+        dist: Distributed,
+        state: TrainState,
+        on_step: Callable[[StepReport], None] | None = None,
+    ):
+        self.config, self.model, self.run_dir, self.dist, self.state = config, model, Path(run), dist, state
+        # channels_last: oneDNN's convolutions (forward, both backward passes and R1/R2's double
+        # backward) run markedly faster in NHWC; checkpoints are written contiguous as usual.
+        self.nets = nets.to(dist.device, memory_format=torch.channels_last)
+        self.on_step = on_step
+        self.global_batch = config.batch_size * dist.world_size
+        self.schedule: Schedule = training_schedule(
+            config.optimizer.lr,
+            total_examples=config.total_examples,
+            decay_examples=config.decay_examples,
+            global_batch=self.global_batch,
+            warmup_steps=config.warmup_steps,
+            intervals=config.decay_intervals,
+        )
+        self.amp = config.amp and dist.device.type == "cuda"
+        model.to(dist.device, memory_format=torch.channels_last)
+        w = config.weights
+        if config.stage == "layout":
+            side: nn.Module = LayoutSide(model)
+            self.discriminator = None
+        else:
+            side = SynthesisSide(model, oracle_layout=config.variant == "oracle_segmentation")
+            self.discriminator = model.discriminator
+        self.side_module, self.side = side, self._wrap(side)
+        self.disc = self._wrap(self.discriminator) if self.discriminator is not None else None
+        prefix = {id(p): n for n, p in model.named_parameters()}
+        self.g_params = list(side.parameters())
+        self.optimizers: dict[str, KerasAdam] = {
+            "generator": KerasAdam([(prefix[id(p)], p) for p in self.g_params], config.optimizer)
+        }
+        if self.discriminator is not None:
+            self.d_params = list(self.discriminator.parameters())
+            self.optimizers["discriminator"] = KerasAdam([(prefix[id(p)], p) for p in self.d_params], config.optimizer)
+        if config.stage == "meta" and config.variant == "learned_segmentation" and w.segmentation:
+            lay = list(model.layout_encoder.parameters()) + list(model.layout_generator.parameters())
+            self.layout_params = lay
+            self.optimizers["layout"] = KerasAdam([(prefix[id(p)], p) for p in lay], config.optimizer)
+        dataset = ClipDataset(index, num_shots=config.num_shots, window=config.window, segmaps=config.needs_segmaps, seed=config.seed, resolution=model.config.resolution)
+        self.sampler = ExampleSampler(len(index), batch_size=config.batch_size, seed=config.seed, rank=dist.rank, world_size=dist.world_size, start_position=state.position)
+        self.loader = DataLoader(
+            dataset,
+            batch_size=config.batch_size,
+            sampler=self.sampler,
+            num_workers=config.num_workers,
+            collate_fn=collate,
+            pin_memory=dist.device.type == "cuda",
+            persistent_workers=False,
+            worker_init_fn=_worker_init,
+        )
+        self.last_checkpoint: Path | None = latest_checkpoint(run)
+        self._stop = False
+        self._step_flags = (False, 0)
+
+    def _wrap(self, module: nn.Module) -> nn.Module:
+        if not self.dist.enabled:
+            return module
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
+        # Constant blur kernels are the only buffers: nothing to re-broadcast each step.
+        params = inspect.signature(DDP).parameters
+        sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+        return DDP(module, device_ids=ids, **sync)
+
+    def load_optimizer_state(self, tensors: dict[str, Tensor]) -> None:
+        for name, opt in self.optimizers.items():
+            opt.load_state_tensors(tensors, name)
+
+    # -- one step --------------------------------------------------------------------------
+    def _autocast(self):
+        if self.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def step(self, batch: Batch) -> dict[str, float]:
+        """One update of every optimizer from one forward pass; returns the weighted terms."""
+        cfg, w = self.config, self.config.weights
+        for opt in self.optimizers.values():
+            opt.zero_grad()
+        with self._autocast():
+            if cfg.stage == "layout":
+                logits, aux, z_layout = self.side(batch.shots_rgb, batch.shots_contour, batch.target_contour)
+                terms = {"G": L.layout_pretraining_losses(logits, aux, z_layout, batch.target_rgb, batch.target_segmap, w, self.nets)}
+            else:
+                fake, logits, z_style, z_layout = self.side(batch.shots_rgb, batch.shots_contour, batch.target_contour, batch.target_segmap)
+                g, d = adversarial_terms(self.disc, fake, batch.target_rgb, batch.target_contour, z_style, z_layout, w, self.nets)
+                terms = {"G": g, "D": d}
+                if "layout" in self.optimizers:
+                    terms["layout"] = {"segmentation": w.segmentation * L.segmentation_ce(logits, batch.target_segmap)}
+        values = {f"{side}/{k}": float(v.detach()) for side, d in terms.items() for k, v in d.items()}
+        bad = [f"{k}={v}" for k, v in values.items() if not math.isfinite(v)]
+        # One collective per step: any rank's non-finite loss, Ctrl-C, skipped files.
+        nonfinite, stop, skipped = _all_reduce_sum([float(bool(bad)), float(self._stop), float(len(batch.skipped))], self.dist)
+        if nonfinite:
+            where = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written yet"
+            what = ", ".join(bad) if bad else "on another process"
+            raise TrainingError(f"non-finite loss at step {self.state.step} ({what}); stopped before updating, {where}")
+        self._step_flags = (bool(stop), int(skipped))
+        lr = self.schedule(self.state.step)
+        layout_grads = None
+        if "layout" in terms:  # its own optimizer: gradients kept apart from the main ones
+            layout_grads = torch.autograd.grad(L.total(terms["layout"]), self.layout_params, retain_graph=True, allow_unused=True)
+            layout_grads = self._average(layout_grads)
+        L.total(terms["G"]).backward(inputs=self.g_params, retain_graph="D" in terms)
+        if "D" in terms:
+            L.total(terms["D"]).backward(inputs=self.d_params)
+        self.optimizers["generator"].step(lr)
+        if "discriminator" in self.optimizers:
+            self.optimizers["discriminator"].step(lr)
+        if layout_grads is not None:
+            for p, g in zip(self.layout_params, layout_grads):
+                p.grad = g
+            self.optimizers["layout"].step(lr)
+        return values
+
+    def _average(self, grads):
+        if not self.dist.enabled:
+            return grads
+        out = []
+        for g in grads:
+            if g is not None:
+                torch_dist.all_reduce(g)
+                g = g / self.dist.world_size
+            out.append(g)
+        return out
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self, end_step: int) -> TrainResult:
+        """Train until global step ``end_step``; checkpoint every N steps, at the end and on Ctrl-C."""
+        cfg, state = self.config, self.state
+        values: dict[str, float] = {}
+        t_last, n_last = time.perf_counter(), state.step
+        with self._interrupt_flag():
+            it = iter(self.loader)
+            while state.step < end_step:
+                batch = next(it).to(self.dist.device, channels_last=True)
+                values = self.step(batch)
+                stop, skipped = self._step_flags
+                state = self.state = _advance(state, self.global_batch, skipped)
+                if batch.skipped and self.dist.is_main:
+                    self._log({"step": state.step, "skipped": list(batch.skipped)})
+                now = time.perf_counter()
+                ips = (state.step - n_last) * self.global_batch / max(now - t_last, 1e-9)
+                if self.dist.is_main and self.on_step is not None:
+                    self.on_step(StepReport(state.step, end_step, self.schedule(state.step - 1), values, ips, state.skipped_files))
+                if state.step % cfg.log_every == 0 and self.dist.is_main:
+                    self._log({"step": state.step, "examples": state.examples, "lr": self.schedule(state.step - 1), "images_per_s": ips, "losses": values})
+                    t_last, n_last = now, state.step
+                if cfg.sample_every and state.step % cfg.sample_every == 0 and self.dist.is_main:
+                    self.write_samples(batch)
+                if stop:
+                    self.save()
+                    raise KeyboardInterrupt
+                if state.step % cfg.checkpoint_every == 0 and state.step < end_step:
+                    self.save()
+            del it
+        self.save()
+        return TrainResult(self.run_dir, state.step, self.last_checkpoint, values, state.skipped_files)
+
+    def save(self) -> Path | None:
+        if self.dist.is_main:
+            opt = {k: v for name, o in self.optimizers.items() for k, v in o.state_tensors(name).items()}
+            self.last_checkpoint = save_checkpoint(self.run_dir, self.state, self.model.config, self.model.state_dict(), opt, keep=self.config.keep_checkpoints)
+        if self.dist.enabled:
+            torch_dist.barrier()
+        return self.last_checkpoint
+
+    @contextlib.contextmanager
+    def _interrupt_flag(self):
+        """First Ctrl-C: finish the step, checkpoint, stop. A second one stops at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self._stop:
+                raise KeyboardInterrupt
+            self._stop = True
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _log(self, record: dict) -> None:
+        with open(self.run_dir / LOG_NAME, "a") as f:
+            f.write(json.dumps({"time": round(time.time(), 3), **record}, sort_keys=True) + "\n")
+
+    @torch.no_grad()
+    def write_samples(self, batch: Batch, max_rows: int = 4) -> Path:
+        """PNG grid, one row per example: [contour | layout argmax | output | target]."""
+        n = min(max_rows, len(batch))
+        sl = slice(0, n)
+        with self._autocast():
+            if self.config.stage == "layout":
+                logits, out, _ = self.side_module(batch.shots_rgb[sl], batch.shots_contour[sl], batch.target_contour[sl])
+            else:
+                seg = batch.target_segmap[sl] if batch.target_segmap is not None else None
+                out, logits, _, _ = self.side_module(batch.shots_rgb[sl], batch.shots_contour[sl], batch.target_contour[sl], seg)
+                if logits is None:
+                    logits = F.one_hot(seg, NUM_CLASSES).permute(0, 3, 1, 2)
+        rows = []
+        for i in range(n):
+            layout = PALETTE[logits[i].float().argmax(0).cpu().numpy()]
+            panels = [_to_uint8(batch.target_contour[i]), layout, _to_uint8(out[i]), _to_uint8(batch.target_rgb[i])]
+            rows.append(np.concatenate(panels, axis=1))
+        path = self.run_dir / SAMPLES / f"step-{self.state.step:09d}.png"
+        path.parent.mkdir(exist_ok=True)
+        with atomic_file(path) as tmp:
+            Image.fromarray(np.concatenate(rows, axis=0)).save(tmp, format="PNG")
+        return path
+
+
+def _to_uint8(x: Tensor) -> np.ndarray:
+    return torch.round(127.5 + 127.5 * x.float().clamp(-1, 1)).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def _advance(state: TrainState, global_batch: int, skipped: int) -> TrainState:
+    return TrainState(
+        step=state.step + 1,
+        position=state.position + global_batch,
+        examples=state.examples + global_batch,
+        world_size=state.world_size,
+        train_config=state.train_config,
+        skipped_files=state.skipped_files + skipped,
+        init_from=state.init_from,
+        start_step=state.start_step,
+    )
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # PNG decoding only; leave the cores to the main process
+
+
+# -- entry point -----------------------------------------------------------------------------
+
+
+def train(
+    config: TrainConfig,
+    *,
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    model_config: LSRConfig | None = None,
+    init: str | os.PathLike | None = None,
+    loss_networks: L.LossNetworks | None = None,
+    steps: int | None = None,
+    index_path: str | os.PathLike | None = None,
+    device: str | None = None,
+    on_step: Callable[[StepReport], None] | None = None,
+) -> TrainResult:
+    """Run (or resume) one stage into the run folder ``out``.
+
+    - ``out`` with checkpoints: resumes exactly from the newest (its configs win).
+    - ``init`` (stage B): a stage-A run or checkpoint; E^l and G^l and the example counter are
+      taken from it (E^s, G^s, D start fresh), as the release warm-starts (ref §5.3).
+    - ``steps``: stop after this many steps of the stage (counted from its first step, so a
+      resumed run stops where the uninterrupted one would); default: the full schedule.
+    - ``loss_networks``: default the pretrained VGG19 / VGG-Face the weights need.
+    """
+    dist = init_distributed(device)
+    out = Path(out)
+    resume, warm = latest_checkpoint(out), None
+    if resume is not None:
+        ckpt = load_checkpoint(resume)
+        config, model_config = TrainConfig.from_dict(ckpt.state.train_config), ckpt.model_config
+    elif init is not None:
+        warm = load_checkpoint(init)
+        if model_config is not None and model_config != warm.model_config:
+            raise CheckpointError(f"{warm.path} was trained with another model configuration")
+        model_config = warm.model_config
+    model_config = model_config or LSRConfig()
+    torch.manual_seed(config.seed)  # the same initial weights on every rank (DDP also broadcasts)
+    model = LSR(model_config)  # with D in every stage, so each checkpoint is complete weights
+    global_batch = config.batch_size * dist.world_size
+    if resume is not None:
+        model.load_state_dict(ckpt.weights)
+        state = ckpt.state
+        if state.position % global_batch:
+            raise CheckpointError(f"{resume} stopped at example {state.position}, not a multiple of the global batch {global_batch}")
+    else:
+        state = TrainState(0, 0, 0, dist.world_size, config.to_dict())
+        if warm is not None:
+            state = _warm_start(model, warm, state, global_batch)
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    if loss_networks is None:
+        loss_networks = default_loss_networks(config)
+    index = _load_index(data, index_path, dist).usable(min_frames=config.window, need_segmaps=config.needs_segmaps)
+    trainer = Trainer(config, model, loss_networks, index, out, dist=dist, state=state, on_step=on_step)
+    if resume is not None:
+        trainer.load_optimizer_state(ckpt.optimizer)
+        restore_rng(ckpt.rng)
+    end = config.total_examples // global_batch if steps is None else state.start_step + steps
+    return trainer.run(end)
+
+
+def default_loss_networks(config: TrainConfig) -> L.LossNetworks:
+    from thead.nn.backbones.vgg import VGG19Features, VGGFace
+
+    w = config.weights
+    vgg19 = VGG19Features.pretrained() if w.vgg19 else None
+    vgg_face = VGGFace.pretrained() if (w.vgg_face or w.identity) and config.stage == "meta" else None
+    return L.LossNetworks(vgg19, vgg_face)
+
+
+def _warm_start(model: LSR, ckpt: Checkpoint, state: TrainState, global_batch: int) -> TrainState:
+    """E^l, G^l and the example counter from stage A; E^s, G^s, D stay fresh (ref §5.3)."""
+    own = model.state_dict()
+    own.update({k: v for k, v in ckpt.weights.items() if k.startswith(("layout_encoder.", "layout_generator."))})
+    model.load_state_dict(own)
+    step = ckpt.state.examples // global_batch
+    return TrainState(step, 0, ckpt.state.examples, state.world_size, state.train_config, init_from=str(ckpt.path), start_step=step)
+
+
+def _load_index(data, index_path, dist: Distributed) -> DatasetIndex:
+    # Rank 0 walks the tree and saves the index; the others then load it (or walk themselves
+    # when it could not be saved: the walk is deterministic).
+    if dist.is_main:
+        index, _ = DatasetIndex.load_or_build(data, index_path)
+    if dist.enabled:
+        torch_dist.barrier()
+    if not dist.is_main:
+        index, _ = DatasetIndex.load_or_build(data, index_path)
+    return index
