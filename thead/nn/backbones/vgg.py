@@ -188,7 +188,12 @@ class VGGFace(_Frozen):
         # faster on the CPU than oneDNN's single-output-pixel convolution (same sums, same order
         # of terms up to float rounding).
         if h.shape[-2:] == self.fc6.weight.shape[-2:]:
-            return F.linear(h.flatten(1), self.fc6.weight.flatten(1), self.fc6.bias)[:, :, None, None]
+            w = self.fc6.weight
+            if not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last):
+                # channels-last weight: flatten both sides in (h, w, c) order, views not copies
+                # (flattening it NCHW copied 411 MB per call)
+                return F.linear(h.permute(0, 2, 3, 1).flatten(1), w.permute(0, 2, 3, 1).flatten(1), self.fc6.bias)[:, :, None, None]
+            return F.linear(h.flatten(1), w.flatten(1), self.fc6.bias)[:, :, None, None]
         return self.fc6(h)
 
     def logits(self, x: Tensor) -> Tensor:
