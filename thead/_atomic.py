@@ -48,9 +48,12 @@ def atomic_file(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     """
     target = Path(target)
     parent = _check_parent(target)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.stem}.part.", suffix=target.suffix if suffix is None else suffix, dir=parent
-    )
+    try:
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{target.stem}.part.", suffix=target.suffix if suffix is None else suffix, dir=parent
+        )
+    except OSError as e:  # os.access can say yes where creating fails (read-only mounts, /sys)
+        raise _wrap_os_error(e, target) from e
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp creates 0600; give the file normal permissions
@@ -73,7 +76,10 @@ def atomic_dir(target: str | os.PathLike, *, overwrite: bool = False) -> Iterato
     parent = _check_parent(target)
     if target.exists() and not overwrite:
         raise OutputError(f"{target} already exists (remove it or choose another output)")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=parent))
+    except OSError as e:
+        raise _wrap_os_error(e, target) from e
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700
     try:
         yield tmp

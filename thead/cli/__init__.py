@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import sys
 
+import click
+from rich.markup import escape
+
 from thead.cli._app import app, err_console
 from thead.errors import TheadError
 
@@ -30,30 +33,28 @@ def main(argv: list[str] | None = None) -> int:
     if debug:
         args.remove("--debug")
     try:
-        app(args=args, prog_name="thead", standalone_mode=False)
+        code = app(args=args, prog_name="thead", standalone_mode=False)
     except TheadError as e:
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         return e.exit_code
     except KeyboardInterrupt:
-        err_console.print("interrupted", highlight=False)
-        return 130
+        code = 130
     except SystemExit as e:  # typer.Exit inside standalone_mode=False surfaces here
         return int(e.code or 0)
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.exceptions.Abort):
-            err_console.print("interrupted", highlight=False)
-            return 130
-        if isinstance(e, click.ClickException):
-            e.show()
-            return e.exit_code
-        if isinstance(e, click.exceptions.Exit):
-            return e.exit_code
-        raise
-    return 0
+    except click.exceptions.Abort:
+        code = 130
+    except click.ClickException as e:  # usage errors: Click's own message, exit 2
+        e.show()
+        return e.exit_code
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    # With standalone_mode=False Typer returns Ctrl-C as the exit code 130 instead of raising.
+    if code == 130:
+        err_console.print("interrupted", highlight=False)
+        return 130
+    return code if isinstance(code, int) else 0
 
 
 def entry() -> None:  # console_scripts

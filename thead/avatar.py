@@ -1,0 +1,373 @@
+"""Avatars: a person enrolled once, animated any number of times without their photos.
+
+An avatar is one safetensors file in the avatar store, ``$THEAD_HOME/avatars/<name>.safetensors``
+(``THEAD_HOME`` defaults to the platform's data folder: ``$XDG_DATA_HOME/thead`` or
+``~/.local/share/thead`` on Linux, ``~/Library/Application Support/thead`` on macOS,
+``%LOCALAPPDATA%\\thead`` on Windows). It holds:
+
+- ``z_style``, ``z_layout`` float32 [1, z_dim]: z^s, z^l averaged over the K shots (ref §1.8);
+- ``shots`` uint8 [K, 224, 224, 3]: the shots' crops, and ``landmarks`` float32 [K, 68, 2]
+  (crop pixels): the avatar's own face shape, which relative motion moves (``thead.motion``);
+- ``photo_png`` uint8 [bytes]: the first shot's source photo (or video frame) as PNG, its longer
+  side at most ``MAX_PHOTO_SIDE``, and ``photo_to_crop`` float64 [3, 3]: the affine from that
+  photo's pixels to the first crop's, for paste-back;
+- metadata (safetensors string metadata): the sha256 of the weights that made the latents,
+  creation time, source, K, landmark backend, crop scale.
+
+Personal fine-tuned weights (``thead finetune``) live beside it in
+``<name>.finetuned.safetensors`` (G^l, G^s, D tensors; metadata ``base_weights_sha256``);
+``thead animate`` uses them when they were made from the same base weights.
+Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from thead._atomic import atomic_file
+from thead.errors import AvatarError, UsageError
+from thead.model import Latents
+
+FORMAT = "thead-avatar"
+FORMAT_VERSION = 1
+SUFFIX = ".safetensors"
+FINETUNED_SUFFIX = ".finetuned.safetensors"
+MAX_PHOTO_SIDE = 2048  # photos are kept for paste-back; larger ones are downscaled to this
+# Letters, digits, '-' and '_' (no dots: '<name>.finetuned' must never be another avatar's file).
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def thead_home() -> Path:
+    """thead's data folder: ``$THEAD_HOME``, else the platform's per-user data folder."""
+    env = os.environ.get("THEAD_HOME")
+    if env:
+        return Path(env).expanduser()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "thead"
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` when it is a valid avatar name, else raise ``UsageError``."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise UsageError(
+            f"invalid avatar name {name!r}: use 1-64 letters, digits, '-' or '_', starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class AvatarInfo:
+    """An avatar's metadata (what ``thead avatars list/show`` print; read without the tensors).
+
+    weights_sha256: sha256 of the ``model.safetensors`` whose encoders made the latents ("" when
+        made with an in-memory model that has no file). weights: those weights as given (a
+        folder or Hub repo id; "" when not known).
+    created: ISO 8601 UTC time. source: what it was enrolled from. num_shots: K.
+    landmarks: the landmark backend ("dlib" or "fan"). crop_scale: ``CropOptions.scale`` used.
+    photo_size: (width, height) of the stored photo; z_dim: latent size.
+    """
+
+    name: str
+    weights_sha256: str
+    weights: str
+    created: str
+    source: str
+    num_shots: int
+    landmarks: str
+    crop_scale: float
+    photo_size: tuple[int, int]
+    z_dim: int
+
+    def to_metadata(self) -> dict[str, str]:
+        return {
+            "format": FORMAT,
+            "format_version": str(FORMAT_VERSION),
+            "name": self.name,
+            "weights_sha256": self.weights_sha256,
+            "weights": self.weights,
+            "created": self.created,
+            "source": self.source,
+            "num_shots": str(self.num_shots),
+            "landmarks": self.landmarks,
+            "crop_scale": repr(self.crop_scale),
+            "photo_size": f"{self.photo_size[0]}x{self.photo_size[1]}",
+            "z_dim": str(self.z_dim),
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, str] | None, where: str) -> AvatarInfo:
+        meta = meta or {}
+        if meta.get("format") != FORMAT:
+            raise AvatarError(f"{where} is not a thead avatar file")
+        if meta.get("format_version") != str(FORMAT_VERSION):
+            raise AvatarError(
+                f"{where} has avatar format version {meta.get('format_version')}, this thead reads {FORMAT_VERSION}"
+            )
+        try:
+            w, h = (int(v) for v in meta["photo_size"].split("x"))
+            return cls(
+                name=meta["name"],
+                weights_sha256=meta["weights_sha256"],
+                weights=meta.get("weights", ""),
+                created=meta["created"],
+                source=meta["source"],
+                num_shots=int(meta["num_shots"]),
+                landmarks=meta["landmarks"],
+                crop_scale=float(meta["crop_scale"]),
+                photo_size=(w, h),
+                z_dim=int(meta["z_dim"]),
+            )
+        except (KeyError, ValueError) as e:
+            raise AvatarError(f"{where} has malformed metadata ({e})") from None
+
+
+@dataclass(frozen=True, eq=False)
+class Avatar:
+    """An enrolled person.
+
+    z_style, z_layout: float32 [1, z_dim] on the CPU.
+    shots: uint8 [K, 224, 224, 3] RGB crops; landmarks: float32 [K, 68, 2] their landmarks (crop
+        pixels).
+    photo: uint8 [H, W, 3] RGB, the first shot's source (longer side <= ``MAX_PHOTO_SIDE``).
+    photo_to_crop: float64 [3, 3] affine, photo pixel (x, y, 1) -> first-crop pixel.
+    """
+
+    info: AvatarInfo
+    z_style: torch.Tensor
+    z_layout: torch.Tensor
+    shots: np.ndarray
+    landmarks: np.ndarray
+    photo: np.ndarray
+    photo_to_crop: np.ndarray
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def num_shots(self) -> int:
+        return int(self.shots.shape[0])
+
+    @property
+    def latents(self) -> Latents:
+        return Latents(z_style=self.z_style, z_layout=self.z_layout)
+
+    @property
+    def weights(self) -> str:
+        """The weights it was enrolled with, as given (folder or Hub repo id; "" if unknown)."""
+        return self.info.weights
+
+    @property
+    def reference_landmarks(self) -> np.ndarray:
+        """float32 [68, 2]: the first shot's landmarks (crop pixels), the face that relative
+        motion moves; the first shot is also the photo that paste-back composites into."""
+        return self.landmarks[0]
+
+    @property
+    def crop_to_photo(self) -> np.ndarray:
+        return np.linalg.inv(self.photo_to_crop)
+
+
+@dataclass(frozen=True)
+class PersonalWeights:
+    """An avatar's fine-tuned G^l, G^s (and D) tensors, and the base weights they started from."""
+
+    state: dict[str, torch.Tensor]
+    base_weights_sha256: str
+    created: str
+
+
+def _encode_png(image: np.ndarray) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", compress_level=4)
+    return np.frombuffer(buf.getvalue(), np.uint8)
+
+
+def _decode_png(data: np.ndarray, where: str) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(data.tobytes())) as im:
+            return np.asarray(im.convert("RGB"))
+    except Exception as e:  # PIL raises several types for corrupt data
+        raise AvatarError(f"{where}: the stored photo is corrupt ({e})") from None
+
+
+def limit_photo(photo: np.ndarray, photo_to_crop: np.ndarray, max_side: int = MAX_PHOTO_SIDE):
+    """Downscale a photo whose longer side exceeds ``max_side`` and adjust its affine.
+
+    Returns (photo uint8 [H', W', 3], photo_to_crop for the downscaled photo).
+    """
+    h, w = photo.shape[:2]
+    s = max(h, w) / max_side
+    if s <= 1.0:
+        return photo, photo_to_crop
+    nw, nh = max(1, round(w / s)), max(1, round(h / s))
+    small = np.asarray(Image.fromarray(photo).resize((nw, nh), Image.Resampling.LANCZOS))
+    # Small pixel x' (centre convention) covers big pixels around (x' + 0.5) * w/nw - 0.5.
+    sx, sy = w / nw, h / nh
+    small_to_big = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+    return small, photo_to_crop @ small_to_big
+
+
+def now_utc() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+class AvatarStore:
+    """The avatars under ``root`` (default ``thead_home() / "avatars"``)."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root is not None else thead_home() / "avatars"
+
+    def path(self, name: str) -> Path:
+        return self.root / f"{check_name(name)}{SUFFIX}"
+
+    def finetuned_path(self, name: str) -> Path:
+        return self.root / f"{check_name(name)}{FINETUNED_SUFFIX}"
+
+    def exists(self, name: str) -> bool:
+        return self.path(name).is_file()
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        out = []
+        for p in self.root.glob(f"*{SUFFIX}"):
+            stem = p.name[: -len(SUFFIX)]
+            if not p.name.endswith(FINETUNED_SUFFIX) and _NAME.fullmatch(stem):
+                out.append(stem)
+        return sorted(out)
+
+    def _missing(self, name: str) -> AvatarError:
+        known = self.names()
+        hint = f"known avatars: {', '.join(known)}" if known else "no avatars are enrolled yet (thead enroll PHOTO --name NAME)"
+        return AvatarError(f"no avatar named '{name}' in {self.root}; {hint}")
+
+    # -- write -----------------------------------------------------------------------------
+    def save(self, avatar: Avatar, *, overwrite: bool = False) -> Path:
+        """Write the avatar atomically; an existing one is replaced only with ``overwrite``.
+        Replacing an avatar removes its fine-tuned weights (they belong to the old latents)."""
+        path = self.path(avatar.name)
+        if path.exists() and not overwrite:
+            raise AvatarError(f"an avatar named '{avatar.name}' already exists (choose another --name or use --overwrite)")
+        self.root.mkdir(parents=True, exist_ok=True)
+        tensors = {
+            "z_style": avatar.z_style.detach().to("cpu", torch.float32).contiguous(),
+            "z_layout": avatar.z_layout.detach().to("cpu", torch.float32).contiguous(),
+            "shots": torch.from_numpy(np.ascontiguousarray(avatar.shots, np.uint8)),
+            "landmarks": torch.from_numpy(np.ascontiguousarray(avatar.landmarks, np.float32)),
+            "photo_png": torch.from_numpy(_encode_png(avatar.photo).copy()),
+            "photo_to_crop": torch.from_numpy(np.ascontiguousarray(avatar.photo_to_crop, np.float64)),
+        }
+        with atomic_file(path) as tmp:
+            save_file(tensors, str(tmp), metadata=avatar.info.to_metadata())
+        if overwrite:
+            self.finetuned_path(avatar.name).unlink(missing_ok=True)
+        return path
+
+    def save_finetuned(self, name: str, state: dict[str, torch.Tensor], base_weights_sha256: str | None = None) -> Path:
+        """Store personal weights (``thead.train.finetune``'s state dict) for an existing avatar,
+        atomically. ``base_weights_sha256``: the weights fine-tuning started from (default: the
+        ones the avatar was enrolled with)."""
+        if base_weights_sha256 is None:
+            base_weights_sha256 = self.info(name).weights_sha256
+        elif not self.exists(name):
+            raise self._missing(name)
+        tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
+        meta = {"format": FORMAT + "-finetuned", "base_weights_sha256": base_weights_sha256, "created": now_utc()}
+        path = self.finetuned_path(name)
+        with atomic_file(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
+        return path
+
+    save_personal_weights = save_finetuned
+
+    def remove(self, name: str) -> list[Path]:
+        """Delete an avatar and its fine-tuned weights; returns the files removed."""
+        path = self.path(name)
+        if not path.is_file():
+            raise self._missing(name)
+        removed = []
+        for p in (path, self.finetuned_path(name)):
+            if p.is_file():
+                p.unlink()
+                removed.append(p)
+        return removed
+
+    # -- read ------------------------------------------------------------------------------
+    def info(self, name: str) -> AvatarInfo:
+        """The metadata only (reads the file's header, not its tensors)."""
+        path = self.path(name)
+        if not path.is_file():
+            raise self._missing(name)
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata()
+        except (SafetensorError, OSError) as e:
+            raise AvatarError(f"{path} is corrupt ({e}); remove it with thead avatars rm {name}") from None
+        return AvatarInfo.from_metadata(meta, str(path))
+
+    def list(self) -> list[AvatarInfo]:
+        """Every readable avatar, sorted by name (unreadable files are skipped)."""
+        out = []
+        for name in self.names():
+            try:
+                out.append(self.info(name))
+            except AvatarError:
+                continue
+        return out
+
+    def load(self, name: str) -> Avatar:
+        info = self.info(name)
+        path = self.path(name)
+        try:
+            t = load_file(str(path))
+        except (SafetensorError, OSError) as e:
+            raise AvatarError(f"{path} is corrupt ({e}); remove it with thead avatars rm {name}") from None
+        needed = ("z_style", "z_layout", "shots", "landmarks", "photo_png", "photo_to_crop")
+        missing = [k for k in needed if k not in t]
+        if missing:
+            raise AvatarError(f"{path} lacks {', '.join(missing)}")
+        shots, landmarks = t["shots"].numpy(), t["landmarks"].numpy()
+        if shots.ndim != 4 or landmarks.shape != (shots.shape[0], 68, 2) or t["z_style"].shape != (1, info.z_dim):
+            raise AvatarError(f"{path} has tensors of inconsistent shapes")
+        return Avatar(
+            info=info,
+            z_style=t["z_style"],
+            z_layout=t["z_layout"],
+            shots=shots,
+            landmarks=landmarks,
+            photo=_decode_png(t["photo_png"].numpy(), str(path)),
+            photo_to_crop=t["photo_to_crop"].numpy(),
+        )
+
+    def load_finetuned(self, name: str) -> PersonalWeights | None:
+        """The avatar's personal weights, or None when it has none."""
+        path = self.finetuned_path(name)
+        if not path.is_file():
+            return None
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+            state = load_file(str(path))
+        except (SafetensorError, OSError) as e:
+            raise AvatarError(f"{path} is corrupt ({e}); remove it or fine-tune again") from None
+        if "base_weights_sha256" not in meta:
+            raise AvatarError(f"{path} does not say which base weights it was fine-tuned from")
+        return PersonalWeights(state=state, base_weights_sha256=meta["base_weights_sha256"], created=meta.get("created", ""))

@@ -1,0 +1,256 @@
+"""``thead enroll``, ``thead animate``, ``thead demo``, ``thead avatars list|show|rm`` and
+``thead motion extract``: thin wrappers over ``thead.enroll``, ``thead.animate``,
+``thead.demo``, ``thead.avatar`` and ``thead.motion``."""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from thead.animate import AnimateOptions
+from thead.cli._app import app, avatars_app, err_console, motion_app, out_console
+from thead.cli.weights import WeightsOption
+from thead.demo import DemoOptions
+from thead.enroll import EnrollOptions
+from thead.faces import CropOptions
+from thead.motion import DriverOptions
+
+_E, _A, _D, _C, _M = EnrollOptions(), AnimateOptions(), DemoOptions(), CropOptions(), DriverOptions()
+
+
+class LandmarkChoice(str, enum.Enum):
+    auto = "auto"
+    dlib = "dlib"
+    fan = "fan"
+
+
+class MotionChoice(str, enum.Enum):
+    relative = "relative"
+    absolute = "absolute"
+
+
+class DTypeChoice(str, enum.Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+Device = Annotated[Optional[str], typer.Option("--device", help="cpu or cuda (default: cuda when present).")]
+DType = Annotated[DTypeChoice, typer.Option("--dtype", help="fp32; bf16 (~2x faster on AVX512-BF16 CPUs and GPUs); fp16 (CUDA).")]
+Landmarks = Annotated[LandmarkChoice, typer.Option("--landmarks", help="Landmark backend: auto (FAN if installed and cached, else dlib).")]
+Face = Annotated[int, typer.Option("--face", help="Which face when there are several: 0 = the largest.")]
+CropScale = Annotated[float, typer.Option("--crop-scale", help="Crop side multiplier (>1 shows more background).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or notes; errors only.")]
+MaxFrames = Annotated[Optional[int], typer.Option("--max-frames", help="Stop after this many driver frames.")]
+
+
+class _FpsColumn(ProgressColumn):
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.1f} fps" if speed else "-- fps", style="progress.data.speed")
+
+
+class _Bar:
+    """A rich progress bar on stderr with fps and ETA (nothing with --quiet)."""
+
+    def __init__(self, label: str, quiet: bool):
+        self.quiet, self.label = quiet, label
+        # Bars only on a terminal: redirected stderr (logs, CI) gets the notes and the summary.
+        self._progress = None if quiet or not err_console.is_terminal else Progress(
+            TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), _FpsColumn(), TimeRemainingColumn(),
+            console=err_console, transient=True,
+        )
+        self._task = None
+
+    def __enter__(self):
+        if self._progress is not None:
+            self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if self._progress is None:
+            return
+        if self._task is None:
+            self._task = self._progress.add_task(self.label, total=total)
+        self._progress.update(self._task, completed=done, total=total)
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            err_console.print(f"note: {message}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _fps(fps) -> str:
+    return "" if fps is None else f"{float(fps):.4g} fps"
+
+
+@app.command()
+def enroll(
+    source: Annotated[Path, typer.Argument(help="A photo, a folder of photos, or a video of one person.")],
+    name: Annotated[str, typer.Option("--name", help="The avatar's name (letters, digits, '-', '_').")],
+    shots: Annotated[int, typer.Option("--shots", help="K: photos or video frames to encode (at most those available).")] = _E.num_shots,
+    weights: WeightsOption = None,
+    landmarks: Landmarks = LandmarkChoice(_E.landmarks),
+    face: Face = _C.face_index,
+    crop_scale: CropScale = _C.scale,
+    device: Device = _E.device,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an avatar of the same name.")] = _E.overwrite,
+    quiet: Quiet = False,
+) -> None:
+    """Enroll a person once: crops, landmarks and both encoders; saved in the avatar store."""
+    from thead.enroll import enroll as run
+
+    options = EnrollOptions(shots, landmarks.value, CropOptions(scale=crop_scale, face_index=face), device, overwrite)
+    bar = _Bar("enroll", quiet)
+    with err_console.status(f"enrolling {name}...") if bar._progress is not None else contextlib.nullcontext():
+        avatar = run(source, name, options, weights=weights, on_note=bar.note)
+    if not quiet:
+        err_console.print(f"enrolled '{avatar.name}' from {avatar.num_shots} shot(s) ({avatar.info.landmarks} landmarks)", highlight=False, markup=False)
+
+
+@app.command()
+def animate(
+    name: Annotated[str, typer.Argument(help="The avatar to animate (see thead avatars list).")],
+    driver: Annotated[Path, typer.Option("--driver", help="A video, a photo, or a motion template (.npz).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output video (.mp4) or, for a photo driver, image (.png/.jpg).")],
+    motion: Annotated[MotionChoice, typer.Option("--motion", help="relative: the avatar keeps its face shape (any driver); absolute: the driver's landmarks as is (self-reenactment).")] = MotionChoice(_A.motion),
+    paste_back: Annotated[bool, typer.Option("--paste-back", help="Composite into the avatar's photo at its resolution.")] = _A.paste_back,
+    compare: Annotated[bool, typer.Option("--compare", help="Driver crop and result side by side.")] = _A.compare,
+    smooth: Annotated[bool, typer.Option("--smooth/--no-smooth", help="Smooth the driver's landmarks over time (One-Euro).")] = _A.smooth,
+    smooth_strength: Annotated[float, typer.Option("--smooth-strength", help="0 = off, 1 = default, higher = smoother.")] = _A.smooth_strength,
+    device: Device = _A.device,
+    dtype: DType = DTypeChoice(_A.dtype),
+    batch: Annotated[Optional[int], typer.Option("--batch", help="Frames per render call (default: 1 on CPU, 8 on CUDA).")] = _A.batch,
+    weights: WeightsOption = None,
+    landmarks: Landmarks = LandmarkChoice(_A.landmarks),
+    face: Face = _A.face_index,
+    crop_scale: CropScale = _A.crop_scale,
+    max_frames: MaxFrames = _A.max_frames,
+    finetuned: Annotated[bool, typer.Option("--finetuned/--no-finetuned", help="Use the avatar's fine-tuned weights when it has some.")] = _A.finetuned,
+    quiet: Quiet = False,
+) -> None:
+    """Animate an avatar with a driver; streams, keeps the driver's fps and audio."""
+    from thead.animate import animate as run
+
+    options = AnimateOptions(
+        motion=motion.value, paste_back=paste_back, compare=compare, smooth=smooth, smooth_strength=smooth_strength,
+        device=device, dtype=dtype.value, batch=batch, landmarks=landmarks.value, crop_scale=crop_scale,
+        face_index=face, max_frames=max_frames, finetuned=finetuned,
+    )
+    with _Bar(name, quiet) as bar:
+        result = run(name, driver, output, options, weights=weights, progress=bar, on_note=bar.note)
+    _summary(result, quiet)
+
+
+def _summary(result, quiet: bool) -> None:
+    if quiet:
+        return
+    w, h = result.size
+    parts = [f"{result.num_frames} frame(s)", f"{w}x{h}"]
+    if result.fps is not None:
+        parts += [_fps(result.fps), "with audio" if result.audio else "no audio"]
+    if result.finetuned:
+        parts.append("fine-tuned weights")
+    err_console.print(f"wrote {result.output}: {', '.join(parts)} in {result.seconds:.1f} s", highlight=False, markup=False)
+    if result.missing_faces:
+        err_console.print(
+            f"note: {result.missing_faces} driver frame(s) had no face and reused the last good landmarks", highlight=False
+        )
+
+
+@app.command()
+def demo(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output video.")] = _D.output,
+    weights: WeightsOption = None,
+    seconds: Annotated[float, typer.Option("--seconds", help="Length of the synthetic motion.")] = _D.seconds,
+    paste_back: Annotated[bool, typer.Option("--paste-back", help="Composite into the full portrait.")] = _D.paste_back,
+    device: Device = _D.device,
+    dtype: DType = DTypeChoice(_D.dtype),
+    quiet: Quiet = False,
+) -> None:
+    """Enroll scikit-image's astronaut portrait and animate it (nod, turn, blinks, speech)."""
+    from thead.demo import demo as run
+
+    options = DemoOptions(output=output, seconds=seconds, paste_back=paste_back, device=device, dtype=dtype.value)
+    with _Bar("demo", quiet) as bar:
+        result = run(options, weights=weights, progress=bar, on_note=bar.note)
+    _summary(result, quiet)
+
+
+@avatars_app.command("list")
+def list_avatars() -> None:
+    """The enrolled avatars."""
+    from thead.avatar import AvatarStore
+
+    store = AvatarStore()
+    infos = store.list()
+    if not infos:
+        err_console.print(f"no avatars in {store.root} (thead enroll PHOTO --name NAME)", highlight=False, markup=False)
+        return
+    table = Table("name", "shots", "created", "landmarks", "weights", "fine-tuned", box=None)
+    for info in infos:
+        cells = (info.name, str(info.num_shots), info.created, info.landmarks, info.weights_sha256[:12] or "-",
+                 "yes" if store.finetuned_path(info.name).is_file() else "no")
+        table.add_row(*(Text(c) for c in cells))  # Text: names and paths are not rich markup
+    out_console.print(table)
+
+
+@avatars_app.command("show")
+def show_avatar(name: Annotated[str, typer.Argument(help="The avatar.")]) -> None:
+    """One avatar's details."""
+    from thead.avatar import AvatarStore
+
+    store = AvatarStore()
+    info = store.info(name)
+    rows = {
+        "name": info.name, "file": str(store.path(name)), "created": info.created, "source": info.source,
+        "shots (K)": str(info.num_shots), "landmarks": info.landmarks, "crop scale": f"{info.crop_scale:g}",
+        "photo": f"{info.photo_size[0]}x{info.photo_size[1]}", "latent size": str(info.z_dim),
+        "weights": info.weights or "-", "weights sha256": info.weights_sha256 or "-",
+        "fine-tuned": str(store.finetuned_path(name)) if store.finetuned_path(name).is_file() else "no",
+    }
+    for k, v in rows.items():
+        out_console.print(f"{k:>15}: {v}", highlight=False, markup=False, soft_wrap=True)
+
+
+@avatars_app.command("rm")
+def remove_avatar(name: Annotated[str, typer.Argument(help="The avatar to delete.")]) -> None:
+    """Delete an avatar (and its fine-tuned weights)."""
+    from thead.avatar import AvatarStore
+
+    for path in AvatarStore().remove(name):
+        err_console.print(f"removed {path}", highlight=False, markup=False)
+
+
+@motion_app.command("extract")
+def extract(
+    video: Annotated[Path, typer.Argument(help="The driving video.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The motion template (.npz).")],
+    landmarks: Landmarks = LandmarkChoice(_M.landmarks),
+    smooth: Annotated[bool, typer.Option("--smooth/--no-smooth", help="Smooth the landmarks over time.")] = _M.smooth,
+    smooth_strength: Annotated[float, typer.Option("--smooth-strength", help="0 = off, 1 = default.")] = _M.smooth_strength,
+    face: Face = _C.face_index,
+    crop_scale: CropScale = _C.scale,
+    max_frames: MaxFrames = _M.max_frames,
+    quiet: Quiet = False,
+) -> None:
+    """Save a video's motion (landmarks, fps; no pixels) to drive avatars later."""
+    from thead.motion import extract_motion
+
+    options = DriverOptions(landmarks.value, CropOptions(scale=crop_scale, face_index=face), smooth, smooth_strength, max_frames)
+    with _Bar("motion", quiet) as bar:
+        template, missing = extract_motion(video, output, options, progress=bar, on_note=bar.note)
+    if not quiet:
+        err_console.print(f"wrote {output}: {template.num_frames} frames, {_fps(template.fps)}", highlight=False, markup=False)
+        if missing:
+            err_console.print(f"note: {missing} frame(s) had no face and reuse the last good landmarks", highlight=False, markup=False)
