@@ -68,14 +68,8 @@ def probe(path: Path):
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Frames render one at a time beside the pipeline's input and output threads; on the
-    # 2 shared cores here two intra-op threads spin against those (measured 0.15 vs 0.97 s
-    # a frame with the reduced weights under load).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

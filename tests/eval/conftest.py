@@ -9,14 +9,9 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Batches here are a few frames: a second thread buys little and, on the shared 2-core
-    # machine, waits on the other process' threads (measured: 2-20x slower under load).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from thead.animate import AnimateOptions
-from thead.cli._app import app, avatars_app, err_console, motion_app, out_console
+from thead.cli._app import LandmarkChoice, app, avatars_app, err_console, motion_app, out_console
 from thead.cli.weights import WeightsOption
 from thead.demo import DemoOptions
 from thead.enroll import EnrollOptions
@@ -23,12 +23,6 @@ from thead.faces import CropOptions
 from thead.motion import DriverOptions
 
 _E, _A, _D, _C, _M = EnrollOptions(), AnimateOptions(), DemoOptions(), CropOptions(), DriverOptions()
-
-
-class LandmarkChoice(str, enum.Enum):
-    auto = "auto"
-    dlib = "dlib"
-    fan = "fan"
 
 
 class MotionChoice(str, enum.Enum):

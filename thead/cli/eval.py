@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from thead.cli._app import app, err_console, out_console
+from thead.cli._app import LandmarkChoice, app, err_console, out_console
 from thead.errors import UsageError
 from thead.eval.options import EvalOptions
 
@@ -18,12 +18,6 @@ _D = EvalOptions()  # the defaults, shown by --help
 
 class IdModelChoice(str, enum.Enum):
     vggface = "vggface"
-    dlib = "dlib"
-
-
-class DetectorChoice(str, enum.Enum):
-    auto = "auto"
-    fan = "fan"
     dlib = "dlib"
 
 
@@ -63,7 +57,7 @@ def eval_command(
     report_dir: Annotated[Path, typer.Option("-o", "--output", help="Report folder (also caches generated frames).")] = _D.output_dir,
     people: Annotated[str, typer.Option("--people", help="Only these persons, comma-separated (default: all).")] = ",".join(_D.people),
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", help="Test frames per person (default: all).")] = _D.max_frames,
-    detector: Annotated[DetectorChoice, typer.Option("--landmarks", help="Landmark detector for contours and NMKE.")] = DetectorChoice(_D.detector),
+    detector: Annotated[LandmarkChoice, typer.Option("--landmarks", help="Landmark detector for contours and NMKE.")] = LandmarkChoice(_D.detector),
     nmke: Annotated[NMKEChoice, typer.Option("--nmke", help="NMKE normaliser: Bi-layer's eye centres or LPD's outer eye corners.")] = NMKEChoice(_D.nmke_normalization),
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = _D.device,
     download: Annotated[bool, typer.Option("--download/--no-download", help="Fetch missing metric weights from their publishers.")] = _D.allow_download,
