@@ -63,8 +63,8 @@ class AnimateOptions:
     smooth, smooth_strength: One-Euro smoothing of the driver's landmarks (0 = off, 1 = default).
     device: None = CUDA when present, else CPU. dtype: "fp32", "bf16" (CPU or CUDA; about 2x
         faster on CPUs with AVX512-BF16), "fp16" (CUDA only).
-    batch: frames per G^l+G^s call (None: 1 on CPU, where a frame already runs at the
-        machine's peak, 8 on CUDA).
+    batch: frames per G^l+G^s call (None: 2 on CPU, ``LSR.cpu_chunk``: pairs of frames
+        run at the machine's peak, larger batches only add page faults; 8 on CUDA).
     landmarks: the driver's landmark backend. crop_scale, face_index: the driver's crop.
     max_frames: render at most this many frames (None: all).
     feather: paste-back's soft edge, as a fraction of the crop side.
@@ -421,7 +421,7 @@ class Animator:
         # 3. The avatar's state, once.
         if self.device.type == "cpu":
             tune_cpu_allocator()
-        self.batch = options.batch or (8 if self.device.type == "cuda" else 1)
+        self.batch = options.batch or (8 if self.device.type == "cuda" else self.model.cpu_chunk)
         with torch.inference_mode(), self._autocast():
             latents = avatar.latents
             self.state: AvatarState = self.model.prepare(

@@ -124,7 +124,7 @@ def animate(
     smooth_strength: Annotated[float, typer.Option("--smooth-strength", help="0 = off, 1 = default, higher = smoother.")] = _A.smooth_strength,
     device: Device = _A.device,
     dtype: DType = DTypeChoice(_A.dtype),
-    batch: Annotated[Optional[int], typer.Option("--batch", help="Frames per render call (default: 1 on CPU, 8 on CUDA).")] = _A.batch,
+    batch: Annotated[Optional[int], typer.Option("--batch", help="Frames per render call (default: 2 on CPU, 8 on CUDA).")] = _A.batch,
     weights: WeightsOption = None,
     landmarks: Landmarks = LandmarkChoice(_A.landmarks),
     face: Face = _A.face_index,
