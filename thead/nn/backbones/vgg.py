@@ -67,6 +67,17 @@ def _conv(in_ch: int, out_ch: int, k: int = 3) -> nn.Conv2d:
     return nn.Conv2d(in_ch, out_ch, k, padding=k // 2)
 
 
+def _conv_stack(blocks: tuple[int, ...], widths: tuple[int, ...], name: str) -> tuple[nn.ModuleDict, int]:
+    """VGG's 3x3 convolutions, ``blocks[b]`` of width ``widths[b]`` per block, named by
+    ``name.format(b=block, i=conv)`` (1-based); returns them and the last width."""
+    convs, c = nn.ModuleDict(), 3
+    for b, (n, w) in enumerate(zip(blocks, widths), start=1):
+        for i in range(1, n + 1):
+            convs[name.format(b=b, i=i)] = _conv(c, w)
+            c = w
+    return convs, c
+
+
 class _Frozen(nn.Module):
     """A loss network: no parameter takes gradients, always in eval mode."""
 
@@ -90,12 +101,7 @@ class VGG19Features(_Frozen):
     def __init__(self, widths: tuple[int, ...] = VGG_WIDTHS):
         super().__init__()
         self.widths = tuple(widths)
-        self.convs = nn.ModuleDict()
-        c = 3
-        for b, (n, w) in enumerate(zip(self.BLOCKS, self.widths), start=1):
-            for i in range(1, n + 1):
-                self.convs[f"block{b}_conv{i}"] = _conv(c, w)
-                c = w
+        self.convs, _ = _conv_stack(self.BLOCKS, self.widths, "block{b}_conv{i}")
         self.freeze()
 
     def forward(self, x: Tensor) -> list[Tensor]:
@@ -160,12 +166,7 @@ class VGGFace(_Frozen):
     def __init__(self, widths: tuple[int, ...] = VGG_WIDTHS, fc_width: int = 4096, num_classes: int = 2622):
         super().__init__()
         self.widths = tuple(widths)
-        self.convs = nn.ModuleDict()
-        c = 3
-        for b, (n, w) in enumerate(zip(self.BLOCKS, self.widths), start=1):
-            for i in range(1, n + 1):
-                self.convs[f"conv{b}_{i}"] = _conv(c, w)
-                c = w
+        self.convs, c = _conv_stack(self.BLOCKS, self.widths, "conv{b}_{i}")
         self.fc6 = nn.Conv2d(c, fc_width, 7)
         self.fc7 = nn.Conv2d(fc_width, fc_width, 1)
         self.fc8 = nn.Conv2d(fc_width, num_classes, 1)
