@@ -109,7 +109,10 @@ def test_generation_matches_the_model_and_is_cached(tmp_path, sample_dir, parity
         latents = model.encode(torch.stack([t(train / f"{i:05d}_rgb.png") for i in shots])[None],
                                torch.stack([t(train / f"{i:05d}_contour.png") for i in shots])[None])
         out = model.render(t(test / "00001_contour.png")[None], model.prepare(latents)).image
-    assert np.array_equal(to_uint8(out)[0].permute(1, 2, 0).numpy(), load_image(cached[1]))
+    # The protocol renders frames in pairs; a pair and a single frame differ by float noise,
+    # which can flip a uint8 rounding by one level on a few pixels, never more.
+    diff = np.abs(to_uint8(out)[0].permute(1, 2, 0).numpy().astype(int) - load_image(cached[1]).astype(int))
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.99
 
     # A rerun renders nothing and gives the same numbers.
     monkeypatch.setattr(protocol._LSRFrames, "_render", lambda *a, **k: pytest.fail("re-rendered a cached frame"))
