@@ -254,3 +254,17 @@ def closed_port_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+def isolate_hf_env(tmp_path: Path, monkeypatch) -> Path:
+    """A private HF cache, no offline mode, no THEAD_WEIGHTS or hub timeout from the caller's
+    environment: what every Hub test starts from (call it from a fixture)."""
+    from huggingface_hub import constants
+
+    from thead import hub
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", hub.WEIGHTS_ENV, hub.TIMEOUT_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    return tmp_path

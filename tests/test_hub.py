@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.fake_hub import FakeHub, closed_port_url, repo_files
+from tests.fake_hub import FakeHub, closed_port_url, isolate_hf_env, repo_files
 from thead import hub
 from thead.errors import HubError, WeightsError
 
@@ -39,14 +39,7 @@ def weights_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def env(tmp_path, monkeypatch):
-    """A private HF cache, no offline mode, no THEAD_WEIGHTS, no thead pins for test repos."""
-    from huggingface_hub import constants
-
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", hub.WEIGHTS_ENV, hub.TIMEOUT_ENV):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    return tmp_path
+    return isolate_hf_env(tmp_path, monkeypatch)
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ when ``huggingface_hub`` was imported, so they work whatever was imported first.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -31,6 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from thead._hash import sha256_file
 from thead.errors import HubError, WeightsError
 
 __all__ = [
@@ -203,11 +203,7 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
     if key not in _HASHES:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while block := f.read(chunk):
-                h.update(block)
-        _HASHES[key] = h.hexdigest()
+        _HASHES[key] = sha256_file(path, chunk)
     return _HASHES[key]
 
 

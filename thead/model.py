@@ -9,7 +9,6 @@ Weights are a folder with ``config.json`` + ``model.safetensors``; loading is st
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from thead._atomic import atomic_dir
+from thead._hash import sha256_file
 from thead.config import LSRConfig
 from thead.errors import WeightsError
 from thead.nn import Discriminator, Encoder, ImageGenerator, LayoutGenerator
@@ -219,14 +219,6 @@ def load_state_strict(module: nn.Module, state: dict[str, Tensor], *, source: st
         if tuple(v.shape) != tuple(own[k].shape):
             raise WeightsError(f"{source}: {k} has shape {tuple(v.shape)}, the config needs {tuple(own[k].shape)}")
     module.load_state_dict(state, strict=True)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _read(path: Path) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_hub import FakeHub, closed_port_url, repo_files
+from tests.fake_hub import FakeHub, closed_port_url, isolate_hf_env, repo_files
 from thead import hub
 
 try:
@@ -33,13 +33,7 @@ def converted(parity_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def env(tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", hub.WEIGHTS_ENV, hub.TIMEOUT_ENV):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    return tmp_path
+    return isolate_hf_env(tmp_path, monkeypatch)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ where only that prefix is published, only the prefix is pinned (marked below).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import urllib.error
@@ -26,6 +25,7 @@ import torch
 from torch import Tensor
 
 from thead._atomic import atomic_file
+from thead._hash import sha256_file
 from thead.errors import WeightsError
 
 
@@ -96,14 +96,6 @@ def _candidates(spec: PublishedWeights, cache_dir: Path) -> list[Path]:
         if origin is not None and origin.origin is not None:
             found.append(Path(origin.origin).parent / inner)
     return found
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_pin(spec: PublishedWeights, path: Path) -> None:

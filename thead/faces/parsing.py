@@ -14,7 +14,6 @@ size pinned below. The file is a torch pickle of tensors; it is read with
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from thead._hash import sha256_file
 from thead.errors import WeightsError
 
 NUM_CLASSES = 19
@@ -261,14 +261,6 @@ class FaceParser:
 
 
 # ------------------------------------------------------------------------------- weights
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def find_parser_weights(weights: ParserWeights = PARSER_WEIGHTS) -> Path | None:

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from thead._atomic import atomic_file
+from thead._hash import sha256_file
 from thead.errors import WeightsError
 
 # Keras applications' own copy and the original release it mirrors; same bytes, md5 from
@@ -259,7 +260,7 @@ def _cached_conversion(cls, stem: str, urls: tuple[str, ...], md5: str | None, c
     from safetensors.torch import save_file
 
     with atomic_file(converted) as tmp:
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp), metadata={"source": urls[0], "sha256_of_source": _sha256(h5)})
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp), metadata={"source": urls[0], "sha256_of_source": sha256_file(h5)})
     h5.unlink()
     return converted
 
@@ -346,9 +347,3 @@ def _load_strict(net: nn.Module, state: dict[str, Tensor], path: Path) -> None:
     net.load_state_dict(state)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
