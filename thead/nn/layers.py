@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from thead.nn import functional as ops
+
 SQRT2 = math.sqrt(2.0)
 IN_EPS = 1e-3  # tfa InstanceNormalization default (ref §3.2); the release never overrides it
 
@@ -44,6 +46,8 @@ class EqualConv2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         w = self.weight if self.scale == 1.0 else self.weight * self.scale
+        if torch.is_grad_enabled():  # training: derivatives of every order as conv primitives
+            return ops.conv2d(x, w, self.bias, self.padding)
         return F.conv2d(x, w, self.bias, padding=self.padding)
 
     @torch.no_grad()
@@ -113,16 +117,11 @@ class BlurDown(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
         ph, pw = _same_pad(h), _same_pad(w)
-        x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
-        n, c, h2, w2 = x.shape
-        weight = self.kernel.to(x.dtype)
-        if torch.is_grad_enabled():
-            # PyTorch's double backward of a grouped convolution loops over the groups in
-            # Python (R1/R2 go through D's blur: 2233 conv calls per step); one plain conv over
-            # [N·C, 1, H, W] gives bit-identical values.
-            y = F.conv2d(x.reshape(n * c, 1, h2, w2), weight, stride=2)
-            return y.view(n, c, *y.shape[-2:])
-        return F.conv2d(x, weight.expand(c, 1, 3, 3), stride=2, groups=c)
+        pads = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+        if torch.is_grad_enabled():  # R1/R2 differentiate it twice: see thead.nn.functional
+            return ops.blur_down(x, self.kernel, pads)
+        c = x.shape[1]
+        return F.conv2d(F.pad(x, pads), self.kernel.to(x.dtype).expand(c, 1, 3, 3), stride=2, groups=c)
 
 
 def _same_pad(size: int, k: int = 3, s: int = 2) -> int:
@@ -147,10 +146,13 @@ class InstanceNorm(nn.Module):
         def affine(t: Tensor | None, i: int) -> Tensor | None:
             return None if t is None else t[i if t.shape[0] > 1 else 0].to(x.dtype)
 
-        def one(i: int) -> Tensor:
-            return F.batch_norm(x[i : i + 1], None, None, affine(weight, i), affine(bias, i), True, 0.0, self.eps)
+        def one(xi: Tensor, i: int) -> Tensor:
+            return F.batch_norm(xi, None, None, affine(weight, i), affine(bias, i), True, 0.0, self.eps)
 
-        return one(0) if x.shape[0] == 1 else torch.cat([one(i) for i in range(x.shape[0])])
+        if x.shape[0] == 1:
+            return one(x, 0)
+        # split, not x[i:i+1]: a slice's backward zero-fills a whole-batch tensor per sample.
+        return torch.cat([one(xi, i) for i, xi in enumerate(x.split(1))])
 
 
 class StyleModulation(nn.Module):
