@@ -13,7 +13,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-import torch
 
 import thead.cli.avatar  # noqa: F401  (registers the commands)
 from thead.cli import main

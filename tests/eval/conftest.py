@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True, scope="module")

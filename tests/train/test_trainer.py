@@ -159,6 +159,7 @@ def test_layout_pretraining_then_meta_warm_start_and_export(data, index_path, tm
     nets = tiny_loss_networks()
     cfg_a = layout_pretraining(num_shots=2, batch_size=1, warmup_steps=0, num_workers=0, sample_every=1, log_every=1)
     a = train(cfg_a, data=data, out=tmp_path / "A", model_config=LSRConfig.reduced(), loss_networks=nets, steps=2, index_path=index_path)
+    assert a.step == 2 and a.checkpoint is not None
     torch.manual_seed(0)
     init = LSR(LSRConfig.reduced()).state_dict()
     wa = _weights(tmp_path / "A")

@@ -27,7 +27,8 @@ from torch import Tensor, nn
 from thead.errors import TrainingError, UsageError
 from thead.model import LSR, Latents
 from thead.train.config import META_WEIGHTS, LossWeights, OptimizerConfig, meta_learning
-from thead.train.losses import LossNetworks, total
+from thead.runtime import tune_cpu_allocator
+from thead.train.losses import LossNetworks
 from thead.train.optim import KerasAdam
 from thead.train.schedule import finetune_schedule
 from thead.train.trainer import NUM_CLASSES, adversarial_terms, default_loss_networks
@@ -119,6 +120,8 @@ def finetune(
     # 2. Personal copies on the device; latents constant.
     device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     amp = options.amp and device.type == "cuda"
+    if device.type == "cpu":
+        tune_cpu_allocator(training=True)
     cl = torch.channels_last  # faster convolutions (see trainer.py); values unchanged
     nets = loss_networks.to(device, memory_format=cl)
     generator = _PersonalGenerator(copy.deepcopy(model.layout_generator), copy.deepcopy(model.image_generator)).to(device, torch.float32, memory_format=cl)
@@ -147,13 +150,13 @@ def finetune(
         opt_d.zero_grad()
         with torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext():
             fake = generator(contour, z_style, z_layout)
-            g, d = adversarial_terms(discriminator, fake, rgb, contour, z_style, z_layout, w, nets)
+            adversarial = adversarial_terms(discriminator, fake, rgb, contour, z_style, z_layout, w, nets)
+        g, d = adversarial.generator, adversarial.discriminator
         values = {f"G/{k}": float(v.detach()) for k, v in g.items()} | {f"D/{k}": float(v.detach()) for k, v in d.items()}
         bad = [f"{k}={v}" for k, v in values.items() if not math.isfinite(v)]
         if bad:
             raise TrainingError(f"non-finite loss at fine-tuning step {step} ({', '.join(bad)}); nothing was saved")
-        total(g).backward(inputs=g_params, retain_graph=True)
-        total(d).backward(inputs=d_params)
+        adversarial.backward(g_params, d_params)
         lr = schedule(step)
         opt_g.step(lr)
         opt_d.step(lr)

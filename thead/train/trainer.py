@@ -8,10 +8,11 @@ and only rank 0 writes (checkpoints, logs, sample grids). Batch size is per proc
 One step (stage B), as the release does it — G and D from the same forward pass:
 1. z^s, z^l = mean over K shots of E^s, E^l; layout = softmax(G^l(contour_t, z^l)[:19]);
    Î = G^s(layout, z^s).
-2. D once on [I; Î] (batch 2B); R1/R2 from one ``autograd.grad`` on the two images only.
-3. ``G_total.backward(inputs=G params)`` (D contributes input gradients only) and
-   ``D_total.backward(inputs=D params)`` (nothing flows into the generators); no gradient
-   that is not used is computed.
+2. D once on [I; Î] (batch 2B); ∂D/∂I and ∂D/∂Î from one ``autograd.grad`` on the two images
+   only: R1's and R2's gradients and G's adversarial gradient are per-example multiples of them.
+3. G's backward (its losses, plus that image gradient at Î: G's loss never goes back through D)
+   into G's parameters, then D's (real, fake, R1, R2) into D's (nothing flows into the
+   generators); no gradient that is not used is computed.
 4. Element-wise clipping ±1 and Keras Adam (β = (0, 0.999), ε = 1e-7) for each optimizer, at
    the release's learning rate for this global step.
 
@@ -46,6 +47,7 @@ from thead._atomic import atomic_file
 from thead.config import LSRConfig
 from thead.errors import CheckpointError, TrainingError
 from thead.model import LSR
+from thead.runtime import tune_cpu_allocator
 from thead.train import losses as L
 from thead.train.checkpoint import (
     Checkpoint,
@@ -119,7 +121,8 @@ def _all_reduce_sum(values: list[float], dist: Distributed) -> list[float]:
 
 def _encode(encoder: nn.Module, shots_rgb: Tensor, shots_contour: Tensor) -> Tensor:
     b, k = shots_rgb.shape[:2]
-    return encoder(torch.cat([shots_rgb, shots_contour], dim=2).flatten(0, 1)).view(b, k, -1).mean(dim=1)
+    shots = torch.cat([shots_rgb, shots_contour], dim=2).flatten(0, 1)  # [B·K, 6, H, W]
+    return encoder(shots.contiguous(memory_format=torch.channels_last)).view(b, k, -1).mean(dim=1)
 
 
 class LayoutSide(nn.Module):
@@ -158,6 +161,31 @@ class SynthesisSide(nn.Module):
         return self.image_generator(logits.softmax(dim=1), z_style), logits, z_style, z_layout
 
 
+@dataclass
+class AdversarialTerms:
+    """One stage-B/C forward pass's weighted terms for G and D, and ``backward`` for both.
+
+    ``generator["gan"]`` is a detached value (logged): its gradient enters through ``gan_grad``,
+    ∂G_GAN/∂Î, obtained from the ∂D/∂Î that R2 needs anyway (``L.gan_generator_image_gradient``).
+    """
+
+    generator: dict[str, Tensor]
+    discriminator: dict[str, Tensor]
+    fake: Tensor
+    gan_grad: Tensor | None
+
+    def backward(self, g_params: list[Tensor], d_params: list[Tensor]) -> None:
+        """G's gradients into ``g_params`` (D gives only the image gradient above), then D's into
+        ``d_params`` (nothing flows into the generators); no unused gradient is computed."""
+        rest = {k: v for k, v in self.generator.items() if not (k == "gan" and self.gan_grad is not None)}
+        outputs, grads = ([L.total(rest)], [None]) if rest else ([], [])
+        if self.gan_grad is not None:
+            outputs.append(self.fake)
+            grads.append(self.gan_grad.to(self.fake.dtype))
+        torch.autograd.backward(outputs, grads, retain_graph=True, inputs=g_params)
+        L.total(self.discriminator).backward(inputs=d_params)
+
+
 def adversarial_terms(
     discriminator: nn.Module,
     fake: Tensor,
@@ -167,14 +195,26 @@ def adversarial_terms(
     z_layout: Tensor | None,
     weights: LossWeights,
     nets: L.LossNetworks,
-) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """D once on [I; Î] -> (generator terms, discriminator terms) of ref §5.1."""
+) -> AdversarialTerms:
+    """D once on [I; Î] -> the generator and discriminator terms of ref §5.1.
+
+    One ``autograd.grad`` of D's logits on the two images gives R1's and R2's gradients (graph
+    kept for D's update) and G's adversarial gradient; G's loss is never sent back through D.
+    """
     real = real.detach().requires_grad_(True)  # a leaf of its own, for R1
-    logits = discriminator(torch.cat([real, fake.to(real.dtype)]), torch.cat([contour, contour]))[-1]
+    fake_in = fake.to(real.dtype)
+    logits = discriminator(torch.cat([real, fake_in]), torch.cat([contour, contour]))[-1]
     real_logit, fake_logit = logits.chunk(2)
-    g = L.generator_losses(fake, real.detach(), fake_logit, z_style, z_layout, weights, nets)
-    d = L.discriminator_losses(real_logit, fake_logit, real, fake, weights)
-    return g, d
+    penalties = bool(weights.r1_gamma or weights.r2_gamma)
+    logit_grads = None
+    if penalties or weights.gan:
+        logit_grads = L.logit_gradients(real_logit, fake_logit, real, fake_in, create_graph=penalties)
+    g = L.generator_losses(fake, real.detach(), fake_logit.detach(), z_style, z_layout, weights, nets)
+    d = L.discriminator_losses(real_logit, fake_logit, real, fake_in, weights, logit_grads)
+    gan_grad = None
+    if weights.gan:
+        gan_grad = weights.gan * L.gan_generator_image_gradient(fake_logit, logit_grads[1])
+    return AdversarialTerms(g, d, fake_in, gan_grad)
 
 
 # -- the trainer -----------------------------------------------------------------------------
@@ -231,6 +271,8 @@ class Trainer:
             intervals=config.decay_intervals,
         )
         self.amp = config.amp and dist.device.type == "cuda"
+        if dist.device.type == "cpu":
+            tune_cpu_allocator(training=True)  # no page faults on the step's large activations
         model.to(dist.device, memory_format=torch.channels_last)
         w = config.weights
         if config.stage == "layout":
@@ -301,8 +343,8 @@ class Trainer:
                 terms = {"G": L.layout_pretraining_losses(logits, aux, z_layout, batch.target_rgb, batch.target_segmap, w, self.nets)}
             else:
                 fake, logits, z_style, z_layout = self.side(batch.shots_rgb, batch.shots_contour, batch.target_contour, batch.target_segmap)
-                g, d = adversarial_terms(self.disc, fake, batch.target_rgb, batch.target_contour, z_style, z_layout, w, self.nets)
-                terms = {"G": g, "D": d}
+                adversarial = adversarial_terms(self.disc, fake, batch.target_rgb, batch.target_contour, z_style, z_layout, w, self.nets)
+                terms = {"G": adversarial.generator, "D": adversarial.discriminator}
                 if "layout" in self.optimizers:
                     terms["layout"] = {"segmentation": w.segmentation * L.segmentation_ce(logits, batch.target_segmap)}
         values = {f"{side}/{k}": float(v.detach()) for side, d in terms.items() for k, v in d.items()}
@@ -319,9 +361,10 @@ class Trainer:
         if "layout" in terms:  # its own optimizer: gradients kept apart from the main ones
             layout_grads = torch.autograd.grad(L.total(terms["layout"]), self.layout_params, retain_graph=True, allow_unused=True)
             layout_grads = self._average(layout_grads)
-        L.total(terms["G"]).backward(inputs=self.g_params, retain_graph="D" in terms)
         if "D" in terms:
-            L.total(terms["D"]).backward(inputs=self.d_params)
+            adversarial.backward(self.g_params, self.d_params)
+        else:
+            L.total(terms["G"]).backward(inputs=self.g_params)
         self.optimizers["generator"].step(lr)
         if "discriminator" in self.optimizers:
             self.optimizers["discriminator"].step(lr)
