@@ -24,7 +24,7 @@ _M_MMAP_THRESHOLD = -3
 _M_MMAP_MAX = -4
 _MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # glibc's cap on 64-bit
 _TRIM_THRESHOLD = 1024 * 1024 * 1024
-_TRAINING_TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int
+_TRAINING_TRIM_THRESHOLD = -1  # never trim (glibc: -1 disables trimming)
 _done: set[str] = set()
 
 

@@ -129,3 +129,19 @@ def test_unreachable_download_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(vgg, "VGG_FACE_URLS", ((tmp_path / "missing.h5").as_uri(),))
     with pytest.raises(WeightsError, match="could not download .*pass its path"):
         VGGFace.pretrained(tmp_path / "cache")
+
+
+@pytest.mark.parametrize("kernel", [7, 1])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_whole_map_convolutions_run_as_dense_layers_with_the_same_values(kernel, channels_last):
+    """fc6 (7x7 on 7x7), fc7 and fc8 (1x1 on 1x1) as GEMMs equal the convolutions, in either
+    weight layout; a larger map still takes the convolution."""
+    from thead.nn.backbones.vgg import _as_dense
+
+    torch.manual_seed(kernel)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    conv = torch.nn.Conv2d(16, 8, kernel).to(memory_format=fmt)
+    x = torch.randn(3, 16, kernel, kernel).contiguous(memory_format=fmt)
+    torch.testing.assert_close(_as_dense(conv, x), conv(x), rtol=1e-5, atol=1e-5)
+    big = torch.randn(2, 16, kernel + 2, kernel + 2)
+    assert torch.equal(_as_dense(conv, big), conv(big))

@@ -182,21 +182,8 @@ class VGGFace(_Frozen):
                 if i == 1:
                     feats.append(h)
             h = F.max_pool2d(h, 2)
-        h = F.relu(self.fc7(F.relu(self._fc6(h))))
-        return VGGFaceOutput(features=feats, logits=self.fc8(h).flatten(1))
-
-    def _fc6(self, h: Tensor) -> Tensor:
-        # At 224 px fc6's 7x7 'valid' conv sees a 7x7 map: a dense layer. As a GEMM it is ~50x
-        # faster on the CPU than oneDNN's single-output-pixel convolution (same sums, same order
-        # of terms up to float rounding).
-        if h.shape[-2:] == self.fc6.weight.shape[-2:]:
-            w = self.fc6.weight
-            if not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last):
-                # channels-last weight: flatten both sides in (h, w, c) order, views not copies
-                # (flattening it NCHW copied 411 MB per call)
-                return F.linear(h.permute(0, 2, 3, 1).flatten(1), w.permute(0, 2, 3, 1).flatten(1), self.fc6.bias)[:, :, None, None]
-            return F.linear(h.flatten(1), w.flatten(1), self.fc6.bias)[:, :, None, None]
-        return self.fc6(h)
+        h = F.relu(_as_dense(self.fc7, F.relu(_as_dense(self.fc6, h))))
+        return VGGFaceOutput(features=feats, logits=_as_dense(self.fc8, h).flatten(1))
 
     def logits(self, x: Tensor) -> Tensor:
         """fc8 logits [N, 2622]: ID-SIM's embedding (ref §7)."""
@@ -347,3 +334,17 @@ def _load_strict(net: nn.Module, state: dict[str, Tensor], path: Path) -> None:
     net.load_state_dict(state)
 
 
+def _as_dense(conv: nn.Conv2d, h: Tensor) -> Tensor:
+    """A convolution whose kernel covers the whole map is a dense layer: run it as a GEMM.
+
+    At 224 px fc6 (7x7 on a 7x7 map), fc7 and fc8 (1x1 on 1x1) are; oneDNN's single-output-pixel
+    convolution re-lays out the weight on every call (fc6 ~50x slower on the CPU, fc7's backward
+    111 ms against ~10). Same sums up to float rounding. Flattening follows the weight's memory
+    order, so a channels-last weight is read as a view (flattening it NCHW copied 411 MB per call).
+    """
+    w = conv.weight
+    if h.shape[-2:] != w.shape[-2:]:
+        return conv(h)
+    if not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last):
+        return F.linear(h.permute(0, 2, 3, 1).flatten(1), w.permute(0, 2, 3, 1).flatten(1), conv.bias)[:, :, None, None]
+    return F.linear(h.flatten(1), w.flatten(1), conv.bias)[:, :, None, None]
