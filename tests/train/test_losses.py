@@ -203,37 +203,6 @@ def test_stage_configs_equal_the_reference_tables(shared_dir):
     assert meta_learning("oracle_segmentation").needs_segmaps and not stage_b.needs_segmaps
 
 
-def test_shared_image_gradient_gives_g_and_d_the_textbook_gradients(toy):
-    """adversarial_terms sends G's GAN loss back through D not at all (it rescales ∂D/∂Î, which
-    R2 needs anyway); G's and D's gradients equal the plain two-backward computation."""
-    from thead.train.trainer import adversarial_terms
-
-    d, real, _, contour = toy
-    g = nn.Linear(4, 3 * 36).double()
-    z = torch.randn(2, 4, dtype=torch.float64)
-    z_style = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
-    weights = LossWeights(gan=0.7, vgg19=0.0, vgg_face=0.0, identity=0.0, z_layout_l2=0.0)
-    g_params, d_params = list(g.parameters()) + [z_style], list(d.parameters())
-
-    adv = adversarial_terms(d, g(z).view(2, 3, 6, 6), real, contour, z_style, None, weights, L.LossNetworks())
-    assert set(adv.generator) == {"gan", "l1", "z_style_l2"} and set(adv.discriminator) == {"real", "fake", "r1", "r2"}
-    adv.backward(g_params, d_params)
-    ours = [p.grad.clone() for p in g_params + d_params]
-    for p in g_params + d_params:
-        p.grad = None
-
-    fake = g(z).view(2, 3, 6, 6)
-    r = real.clone().requires_grad_(True)
-    logits = d(torch.cat([r, fake]), torch.cat([contour, contour]))[-1]
-    real_logit, fake_logit = logits.chunk(2)
-    g_total = 0.7 * F.softplus(-fake_logit).mean() + (fake - real).abs().mean() + z_style.square().mean()
-    g_total.backward(inputs=g_params, retain_graph=True)
-    L.total(L.discriminator_losses(real_logit, fake_logit, r, fake, weights)).backward(inputs=d_params)
-    for a, p in zip(ours, g_params + d_params, strict=True):
-        torch.testing.assert_close(a, p.grad, rtol=1e-10, atol=1e-13)
-    assert float(adv.generator["gan"]) == pytest.approx(0.7 * float(F.softplus(-fake_logit.detach()).mean()), rel=1e-12)
-
-
 def test_image_gradients_need_one_logit_per_example(toy):
     d, real, fake, contour = toy
     r, f = real.clone().requires_grad_(True), fake.clone().requires_grad_(True)

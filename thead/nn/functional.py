@@ -63,6 +63,16 @@ def _bwd(gy: Tensor, x: Tensor, w: Tensor, padding: int, mask: list[bool], bias:
     return _conv_backward(gy, x, w, [w.shape[0]] if bias else None, [1, 1], [padding, padding], [1, 1], False, [0, 0], 1, mask)
 
 
+def conv_data(gy: Tensor, w: Tensor, x: Tensor, padding: int) -> Tensor:
+    """Bx(gy, W): the input gradient of a stride-1 convolution (``x`` gives shape and layout)."""
+    return _bwd(gy, x, w, padding, [True, False, False])[0]
+
+
+def conv_weight(gy: Tensor, x: Tensor, w: Tensor, padding: int) -> Tensor:
+    """Bw(x, gy): the weight gradient, summed over the batch (``w`` gives the shape)."""
+    return _bwd(gy, x, w, padding, [False, True, False])[1]
+
+
 # Under CUDA autocast (the trainer's AMP) each Function runs in bf16 throughout: inputs cast on
 # entry, backward in the same autocast state as forward.
 _amp_fwd = torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.bfloat16)
@@ -100,7 +110,7 @@ class _ConvData(Function):
     @staticmethod
     @_amp_fwd
     def forward(ctx, gy: Tensor, w: Tensor, x: Tensor, padding: int) -> Tensor:
-        gx = _bwd(gy, x, w, padding, [True, False, False])[0]
+        gx = conv_data(gy, w, x, padding)
         ctx.save_for_backward(gy, w)
         ctx.padding, ctx.cl = padding, _is_cl(gx)
         return gx
@@ -124,7 +134,7 @@ class _ConvWeight(Function):
     def forward(ctx, gy: Tensor, x: Tensor, w: Tensor, padding: int) -> Tensor:
         ctx.save_for_backward(gy, x)
         ctx.padding = padding
-        return _bwd(gy, x, w, padding, [False, True, False])[1]
+        return conv_weight(gy, x, w, padding)
 
     @staticmethod
     @_amp_bwd
@@ -153,11 +163,28 @@ def _depthwise(kernel: Tensor, channels: int, dtype: torch.dtype) -> Tensor:
     return kernel.to(dtype).expand(channels, 1, *kernel.shape[-2:])
 
 
+def blur(x: Tensor, kernel: Tensor, pads: tuple[int, int, int, int]) -> Tensor:
+    """B(x), no autograd."""
+    return F.conv2d(F.pad(x, pads), _depthwise(kernel, x.shape[1], x.dtype), stride=2, groups=x.shape[1])
+
+
+def blur_adjoint(gy: Tensor, kernel: Tensor, pads: tuple[int, int, int, int], size: tuple[int, int]) -> Tensor:
+    """Bᵀ(gy) for an input of spatial ``size``, no autograd; in gy's layout."""
+    left, right, top, bottom = pads
+    h, w = size
+    k = kernel.shape[-1]
+    # Transposed conv covers (out - 1)·2 + k rows; the padded input may have one more.
+    extra = (h + top + bottom - ((gy.shape[-2] - 1) * 2 + k), w + left + right - ((gy.shape[-1] - 1) * 2 + k))
+    c = gy.shape[1]
+    g = F.conv_transpose2d(gy, _depthwise(kernel, c, gy.dtype), stride=2, groups=c, output_padding=extra)
+    return _in_format(g[:, :, top : top + h, left : left + w], _is_cl(gy))
+
+
 class _Blur(Function):
     @staticmethod
     @_amp_fwd
     def forward(ctx, x: Tensor, kernel: Tensor, pads: tuple[int, int, int, int]) -> Tensor:
-        y = F.conv2d(F.pad(x, pads), _depthwise(kernel, x.shape[1], x.dtype), stride=2, groups=x.shape[1])
+        y = blur(x, kernel, pads)
         ctx.save_for_backward(kernel)
         ctx.pads, ctx.size, ctx.cl = pads, tuple(x.shape[-2:]), _is_cl(y)
         return y
@@ -174,17 +201,8 @@ class _BlurAdjoint(Function):
     @_amp_fwd
     def forward(ctx, gy: Tensor, kernel: Tensor, pads: tuple[int, int, int, int], size: tuple[int, int]) -> Tensor:
         ctx.save_for_backward(kernel)
-        ctx.pads = pads
-        left, right, top, bottom = pads
-        h, w = size
-        k = kernel.shape[-1]
-        # Transposed conv covers (out - 1)·2 + k rows; the padded input may have one more.
-        extra = (h + top + bottom - ((gy.shape[-2] - 1) * 2 + k), w + left + right - ((gy.shape[-1] - 1) * 2 + k))
-        c = gy.shape[1]
-        ctx.cl = _is_cl(gy)
-        g = F.conv_transpose2d(gy, _depthwise(kernel, c, gy.dtype), stride=2, groups=c, output_padding=extra)
-        g = g[:, :, top : top + h, left : left + w]
-        return _in_format(g, _is_cl(gy))
+        ctx.pads, ctx.cl = pads, _is_cl(gy)
+        return blur_adjoint(gy, kernel, pads, size)
 
     @staticmethod
     @_amp_bwd

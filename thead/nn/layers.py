@@ -114,10 +114,14 @@ class BlurDown(nn.Module):
         k = torch.tensor([1.0, 2.0, 1.0])
         self.register_buffer("kernel", (k[:, None] * k[None, :] / 16.0)[None, None], persistent=False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        h, w = x.shape[-2:]
+    @staticmethod
+    def pads(h: int, w: int) -> tuple[int, int, int, int]:
+        """TF 'SAME' zero padding for an h x w input, in F.pad order (left, right, top, bottom)."""
         ph, pw = _same_pad(h), _same_pad(w)
-        pads = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+        return (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        pads = self.pads(*x.shape[-2:])
         if torch.is_grad_enabled():  # R1/R2 differentiate it twice: see thead.nn.functional
             return ops.blur_down(x, self.kernel, pads)
         c = x.shape[1]

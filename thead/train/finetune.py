@@ -31,7 +31,8 @@ from thead.runtime import tune_cpu_allocator
 from thead.train.losses import LossNetworks
 from thead.train.optim import KerasAdam
 from thead.train.schedule import finetune_schedule
-from thead.train.trainer import NUM_CLASSES, adversarial_terms, default_loss_networks
+from thead.train.adversarial import adversarial_terms
+from thead.train.trainer import NUM_CLASSES, default_loss_networks
 
 PERSONAL_NETWORKS = ("layout_generator", "image_generator", "discriminator")
 _STEPS_BY_SHOTS = ((4, 24), (8, 60), (16, 100), (32, 200))
@@ -132,7 +133,7 @@ def finetune(
     contours = contours.to(device, torch.float32).contiguous(memory_format=cl)
     g_named = list(generator.named_parameters())
     d_named = [(f"discriminator.{n}", p) for n, p in discriminator.named_parameters()]
-    g_params, d_params = [p for _, p in g_named], [p for _, p in d_named]
+    g_params = [p for _, p in g_named]
     opt_cfg = OptimizerConfig(options.lr, options.optimizer.beta1, options.optimizer.beta2, options.optimizer.eps, options.optimizer.grad_clip)
     opt_g, opt_d = KerasAdam(g_named, opt_cfg), KerasAdam(d_named, opt_cfg)
     schedule = finetune_schedule(options.lr, steps, decay=options.decay_lr)
@@ -156,7 +157,7 @@ def finetune(
         bad = [f"{k}={v}" for k, v in values.items() if not math.isfinite(v)]
         if bad:
             raise TrainingError(f"non-finite loss at fine-tuning step {step} ({', '.join(bad)}); nothing was saved")
-        adversarial.backward(g_params, d_params)
+        adversarial.backward(g_params, list(discriminator.named_parameters()))
         lr = schedule(step)
         opt_g.step(lr)
         opt_d.step(lr)

@@ -8,8 +8,9 @@ Gradient penalties: R1 and R2 are taken of the softplus *losses* (not the raw lo
 respect to the 3-channel image only, every step: ``(γ/2)·‖∇_x softplus(∓D(x‖c))‖²`` summed over
 C, H, W (ref §5.1, §9.7). ``logit_gradients`` gets ∂D/∂I and ∂D/∂Î with one
 ``torch.autograd.grad`` call on the images alone (``create_graph=True`` so D's update sees
-them); R1's, R2's and the generator's adversarial image gradients are per-example multiples of
-them; nothing flows into the generators.
+them); R1's and R2's image gradients are per-example multiples of them. These autograd
+definitions are the reference; the training step computes the same numbers with D's gradients
+written out (``thead.train.adversarial``).
 """
 
 from __future__ import annotations
@@ -94,24 +95,13 @@ def _per_example(scale: Tensor, grad: Tensor) -> Tensor:
     return _full(scale).reshape(-1, *[1] * (grad.dim() - 1)) * _full(grad)
 
 
-def image_gradients(real_logit: Tensor, fake_logit: Tensor, real: Tensor, fake: Tensor, logit_grads: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+def image_gradients(real_logit: Tensor, fake_logit: Tensor, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
     """∇_I softplus(−D(I‖c)) = −σ(−D)·∂D/∂I and ∇_Î softplus(D(Î‖c)) = σ(D)·∂D/∂Î per example.
 
-    ``logit_grads`` (from ``logit_gradients``) are computed when not given. The σ factors stay in
-    the graph, so D's update sees every path of the second-order term.
+    The σ factors stay in the graph, so D's update sees every path of the second-order term.
     """
-    grad_real, grad_fake = logit_grads if logit_grads is not None else logit_gradients(real_logit, fake_logit, real, fake)
+    grad_real, grad_fake = logit_gradients(real_logit, fake_logit, real, fake)
     return _per_example(-torch.sigmoid(-_full(real_logit)), grad_real), _per_example(torch.sigmoid(_full(fake_logit)), grad_fake)
-
-
-def gan_generator_image_gradient(fake_logit: Tensor, grad_fake_logit: Tensor) -> Tensor:
-    """∂/∂Î of ``gan_generator`` (mean softplus(−D(Î‖c))) = −σ(−D(Î))·∂D/∂Î / N, detached.
-
-    G's adversarial gradient is a per-example multiple of the ∂D/∂Î that R2 already needs: no
-    second backward pass of G's loss through D.
-    """
-    scale = -torch.sigmoid(-_full(fake_logit.detach())) / fake_logit.shape[0]
-    return _per_example(scale, grad_fake_logit.detach())
 
 
 def gradient_penalty(grad: Tensor, gamma: float) -> Tensor:
@@ -191,14 +181,14 @@ def discriminator_losses(
     real: Tensor,
     fake: Tensor,
     weights: LossWeights,
-    logit_grads: tuple[Tensor, Tensor] | None = None,
 ) -> dict[str, Tensor]:
-    """D_real + D_fake + R1 + R2 (γ = 10 each, every step), ref §5.1. ``logit_grads``: as in
-    ``image_gradients`` (pass them when they are already computed)."""
+    """D_real + D_fake + R1 + R2 (γ = 10 each, every step), ref §5.1, through autograd: the
+    definition (and the tests' reference) for ``thead.train.adversarial``, which the trainer
+    uses."""
     d_real, d_fake = gan_discriminator(_full(real_logit), _full(fake_logit))
     terms = {"real": d_real, "fake": d_fake}
     if weights.r1_gamma or weights.r2_gamma:
-        grad_real, grad_fake = image_gradients(real_logit, fake_logit, real, fake, logit_grads)
+        grad_real, grad_fake = image_gradients(real_logit, fake_logit, real, fake)
         if weights.r1_gamma:
             terms["r1"] = gradient_penalty(grad_real, weights.r1_gamma)
         if weights.r2_gamma:

@@ -8,11 +8,11 @@ and only rank 0 writes (checkpoints, logs, sample grids). Batch size is per proc
 One step (stage B), as the release does it — G and D from the same forward pass:
 1. z^s, z^l = mean over K shots of E^s, E^l; layout = softmax(G^l(contour_t, z^l)[:19]);
    Î = G^s(layout, z^s).
-2. D once on [I; Î] (batch 2B); ∂D/∂I and ∂D/∂Î from one ``autograd.grad`` on the two images
-   only: R1's and R2's gradients and G's adversarial gradient are per-example multiples of them.
+2. D once on [I; Î] (batch 2B) with its gradients written out (``thead.train.adversarial``):
+   ∂D/∂x once, then every D parameter's gradient of D_real + D_fake + R1 + R2 in one more pass;
+   G's adversarial gradient at Î is a per-example multiple of ∂D/∂Î.
 3. G's backward (its losses, plus that image gradient at Î: G's loss never goes back through D)
-   into G's parameters, then D's (real, fake, R1, R2) into D's (nothing flows into the
-   generators); no gradient that is not used is computed.
+   into G's parameters; no gradient that is not used is computed.
 4. Element-wise clipping ±1 and Keras Adam (β = (0, 0.999), ε = 1e-7) for each optimizer, at
    the release's learning rate for this global step.
 
@@ -49,6 +49,7 @@ from thead.errors import CheckpointError, TrainingError
 from thead.model import LSR
 from thead.runtime import tune_cpu_allocator
 from thead.train import losses as L
+from thead.train.adversarial import adversarial_terms
 from thead.train.checkpoint import (
     Checkpoint,
     TrainState,
@@ -57,7 +58,7 @@ from thead.train.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from thead.train.config import LossWeights, TrainConfig
+from thead.train.config import TrainConfig
 from thead.train.data import Batch, ClipDataset, DatasetIndex, ExampleSampler, collate
 from thead.train.optim import KerasAdam
 from thead.train.schedule import Schedule, training_schedule
@@ -161,62 +162,6 @@ class SynthesisSide(nn.Module):
         return self.image_generator(logits.softmax(dim=1), z_style), logits, z_style, z_layout
 
 
-@dataclass
-class AdversarialTerms:
-    """One stage-B/C forward pass's weighted terms for G and D, and ``backward`` for both.
-
-    ``generator["gan"]`` is a detached value (logged): its gradient enters through ``gan_grad``,
-    ∂G_GAN/∂Î, obtained from the ∂D/∂Î that R2 needs anyway (``L.gan_generator_image_gradient``).
-    """
-
-    generator: dict[str, Tensor]
-    discriminator: dict[str, Tensor]
-    fake: Tensor
-    gan_grad: Tensor | None
-
-    def backward(self, g_params: list[Tensor], d_params: list[Tensor]) -> None:
-        """G's gradients into ``g_params`` (D gives only the image gradient above), then D's into
-        ``d_params`` (nothing flows into the generators); no unused gradient is computed."""
-        rest = {k: v for k, v in self.generator.items() if not (k == "gan" and self.gan_grad is not None)}
-        outputs, grads = ([L.total(rest)], [None]) if rest else ([], [])
-        if self.gan_grad is not None:
-            outputs.append(self.fake)
-            grads.append(self.gan_grad.to(self.fake.dtype))
-        torch.autograd.backward(outputs, grads, retain_graph=True, inputs=g_params)
-        L.total(self.discriminator).backward(inputs=d_params)
-
-
-def adversarial_terms(
-    discriminator: nn.Module,
-    fake: Tensor,
-    real: Tensor,
-    contour: Tensor,
-    z_style: Tensor | None,
-    z_layout: Tensor | None,
-    weights: LossWeights,
-    nets: L.LossNetworks,
-) -> AdversarialTerms:
-    """D once on [I; Î] -> the generator and discriminator terms of ref §5.1.
-
-    One ``autograd.grad`` of D's logits on the two images gives R1's and R2's gradients (graph
-    kept for D's update) and G's adversarial gradient; G's loss is never sent back through D.
-    """
-    real = real.detach().requires_grad_(True)  # a leaf of its own, for R1
-    fake_in = fake.to(real.dtype)
-    logits = discriminator(torch.cat([real, fake_in]), torch.cat([contour, contour]))[-1]
-    real_logit, fake_logit = logits.chunk(2)
-    penalties = bool(weights.r1_gamma or weights.r2_gamma)
-    logit_grads = None
-    if penalties or weights.gan:
-        logit_grads = L.logit_gradients(real_logit, fake_logit, real, fake_in, create_graph=penalties)
-    g = L.generator_losses(fake, real.detach(), fake_logit.detach(), z_style, z_layout, weights, nets)
-    d = L.discriminator_losses(real_logit, fake_logit, real, fake_in, weights, logit_grads)
-    gan_grad = None
-    if weights.gan:
-        gan_grad = weights.gan * L.gan_generator_image_gradient(fake_logit, logit_grads[1])
-    return AdversarialTerms(g, d, fake_in, gan_grad)
-
-
 # -- the trainer -----------------------------------------------------------------------------
 
 
@@ -282,14 +227,15 @@ class Trainer:
             side = SynthesisSide(model, oracle_layout=config.variant == "oracle_segmentation")
             self.discriminator = model.discriminator
         self.side_module, self.side = side, self._wrap(side)
-        self.disc = self._wrap(self.discriminator) if self.discriminator is not None else None
+        # D's gradients are written out (thead.train.adversarial), not autograd's: averaged by hand.
         prefix = {id(p): n for n, p in model.named_parameters()}
         self.g_params = list(side.parameters())
         self.optimizers: dict[str, KerasAdam] = {
             "generator": KerasAdam([(prefix[id(p)], p) for p in self.g_params], config.optimizer)
         }
         if self.discriminator is not None:
-            self.d_params = list(self.discriminator.parameters())
+            self.d_named = list(self.discriminator.named_parameters())
+            self.d_params = [p for _, p in self.d_named]
             self.optimizers["discriminator"] = KerasAdam([(prefix[id(p)], p) for p in self.d_params], config.optimizer)
         if config.stage == "meta" and config.variant == "learned_segmentation" and w.segmentation:
             lay = list(model.layout_encoder.parameters()) + list(model.layout_generator.parameters())
@@ -343,7 +289,7 @@ class Trainer:
                 terms = {"G": L.layout_pretraining_losses(logits, aux, z_layout, batch.target_rgb, batch.target_segmap, w, self.nets)}
             else:
                 fake, logits, z_style, z_layout = self.side(batch.shots_rgb, batch.shots_contour, batch.target_contour, batch.target_segmap)
-                adversarial = adversarial_terms(self.disc, fake, batch.target_rgb, batch.target_contour, z_style, z_layout, w, self.nets)
+                adversarial = adversarial_terms(self.discriminator, fake, batch.target_rgb, batch.target_contour, z_style, z_layout, w, self.nets)
                 terms = {"G": adversarial.generator, "D": adversarial.discriminator}
                 if "layout" in self.optimizers:
                     terms["layout"] = {"segmentation": w.segmentation * L.segmentation_ce(logits, batch.target_segmap)}
@@ -362,7 +308,10 @@ class Trainer:
             layout_grads = torch.autograd.grad(L.total(terms["layout"]), self.layout_params, retain_graph=True, allow_unused=True)
             layout_grads = self._average(layout_grads)
         if "D" in terms:
-            adversarial.backward(self.g_params, self.d_params)
+            adversarial.backward(self.g_params, self.d_named)
+            if self.dist.enabled:
+                for p, g in zip(self.d_params, self._average([p.grad for p in self.d_params])):
+                    p.grad = g
         else:
             L.total(terms["G"]).backward(inputs=self.g_params)
         self.optimizers["generator"].step(lr)
