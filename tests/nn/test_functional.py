@@ -96,3 +96,18 @@ def test_plain_backward_matches_native_and_skips_unneeded_gradients():
     torch.testing.assert_close(gw, w.grad, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(gb, b.grad, rtol=1e-6, atol=1e-5)
     assert x.grad is None  # the image never asked for one
+
+
+def test_image_only_gradient_skips_the_weight_gradients(monkeypatch):
+    """R1/R2's autograd.grad(…, [image], create_graph=True) must not pay for weight gradients
+    (needs_input_grad says the weights *could* take one; the running pass says it doesn't)."""
+    calls = []
+    real = ops.conv_weight
+    monkeypatch.setattr(ops, "conv_weight", lambda *a: calls.append(1) or real(*a))
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    w1, w2 = torch.randn(4, 3, 3, 3, requires_grad=True), torch.randn(1, 4, 3, 3, requires_grad=True)
+    y = ops.conv2d(F.leaky_relu(ops.conv2d(x, w1 * 0.5, None, 1), 0.2), w2 * 0.5, None, 1)
+    (g,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+    assert calls == []
+    g.square().sum().backward(inputs=[w1, w2])  # the penalty's update does need them
+    assert len(calls) == 2 and w1.grad is not None and w2.grad is not None
