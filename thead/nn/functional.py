@@ -18,8 +18,10 @@ fused ``convolution_backward`` call, as ``F.conv2d`` does. Pure Python over ATen
 extension, no global switch; ``tests/nn/test_functional.py`` checks values and first and
 second derivatives against PyTorch's own.
 
-Only stride-1, symmetric-padding, ungrouped convolutions (every ``EqualConv2d``) and the fixed
-depthwise blur of ``BlurDown`` go through here.
+Only stride-1, symmetric-padding, ungrouped convolutions (every ``EqualConv2d``, whenever
+gradients are on) and the fixed depthwise blur of ``BlurDown`` go through here. The plain maps
+(``conv_data``, ``conv_weight``, ``blur``, ``blur_adjoint``) are also the building blocks of
+the training step's written-out D update (``thead.train.adversarial``).
 """
 
 from __future__ import annotations
