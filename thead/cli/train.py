@@ -143,14 +143,16 @@ def finetune(
     frames = torch.stack([to_tensor(s) for s in avatar.shots])
     contours = torch.stack([to_tensor(draw_contour(lm)) for lm in avatar.landmarks])
     on_cpu = (device or ("cuda" if torch.cuda.is_available() else "cpu")) == "cpu"
-    err_console.print(f"fine-tuning {name}: {options.total_steps} steps on its {len(frames)} shots" + (" on the CPU; timing the first step for an estimate" if on_cpu else ""))
+    err_console.print(f"fine-tuning {name}: {options.total_steps} steps on its {len(frames)} shots" + (" on the CPU; timing the first steps for an estimate" if on_cpu else ""))
     started = time.perf_counter()
     with Progress(TextColumn("[bold]finetune"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err_console, transient=True) as bar:
         task = bar.add_task("finetune", total=options.total_steps)
 
         def progress(p) -> None:
-            if p.step == 1 and on_cpu:
-                bar.console.print(f"about {p.seconds * p.steps / 60:.1f} min on this CPU ({p.seconds:.1f} s per step)")
+            # The first CPU step also grows the heap to its peak: estimate from the second.
+            if on_cpu and p.step == min(2, p.steps):
+                total = time.perf_counter() - started + p.seconds * (p.steps - p.step)
+                bar.console.print(f"about {total / 60:.1f} min on this CPU ({p.seconds:.1f} s per step)")
             bar.update(task, completed=p.step)
 
         personal = run_finetune(model, avatar.latents, frames, contours, options, progress, loss_networks=_loss_networks(meta_learning(), vgg19, vgg_face))
