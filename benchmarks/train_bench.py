@@ -69,7 +69,7 @@ def bench_meta_step(args) -> None:
     med = statistics.median(times)
     print(f"meta-learning step, batch {cfg.batch_size}, K={cfg.num_shots}, {args.device}, {torch.get_num_threads()} threads: "
           f"median {med:.2f} s/step (min {min(times):.2f}, max {max(times):.2f}; {args.steps} steps), "
-          f"{cfg.batch_size / med:.3f} images/s, ~{STEP_GFLOPS * cfg.batch_size / 4 / med:.0f} GFLOP/s; "
+          f"{cfg.batch_size / med:.3f} images/s (the authors' {STEP_GFLOPS * cfg.batch_size / 4:.0f} GFLOPs of work at {STEP_GFLOPS * cfg.batch_size / 4 / med:.0f} GFLOP/s; thead skips some); "
           f"authors' TF: {TF_STEP_S} s (x{TF_STEP_S / med * 4 / cfg.batch_size:.2f})")
 
 
