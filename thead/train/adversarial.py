@@ -181,11 +181,15 @@ class DiscriminatorStep:
     grads: dict[str, Tensor]  # ∂(Σ terms)/∂(D parameter), by parameter name
 
 
-def discriminator_step(d: Discriminator, real: Tensor, fake: Tensor, contour: Tensor, weights: LossWeights) -> DiscriminatorStep:
-    """D once on [I; Î] (fake detached) -> D's terms and gradients, G's GAN term and image gradient."""
-    # Working precision: bf16 under the trainer's CUDA AMP, else D's own; losses and the
-    # returned gradients in at least float32.
-    dtype = torch.bfloat16 if torch.is_autocast_enabled("cuda") else d.from_rgb.weight.dtype
+def discriminator_step(
+    d: Discriminator, real: Tensor, fake: Tensor, contour: Tensor, weights: LossWeights, *, precision: torch.dtype | None = None
+) -> DiscriminatorStep:
+    """D once on [I; Î] (fake detached) -> D's terms and gradients, G's GAN term and image gradient.
+
+    ``precision``: the networks' working dtype; by default bf16 under the trainer's CUDA AMP,
+    else D's own. Losses and the returned gradients are in at least float32.
+    """
+    dtype = precision or (torch.bfloat16 if torch.is_autocast_enabled("cuda") else d.from_rgb.weight.dtype)
     acc = torch.promote_types(dtype, torch.float32)
     with torch.autocast("cuda", enabled=False) if dtype == torch.bfloat16 else contextlib.nullcontext():
         x = torch.cat([torch.cat([real, fake.detach()]), torch.cat([contour, contour])], dim=1).to(dtype)
