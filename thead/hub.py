@@ -106,6 +106,7 @@ class WeightsEntry:
     license: str = ""
     source_url: str = ""
     files: tuple[FilePin, ...] = field(default_factory=tuple)
+    archive_sha256: str | None = None  # the authors' release archive at source_url, once pinned
 
     @property
     def pinned(self) -> bool:
@@ -124,11 +125,12 @@ class WeightsEntry:
             "license": self.license,
             "source_url": self.source_url,
             "files": {f.name: {"sha256": f.sha256, "size": f.size} for f in self.files},
+            "archive_sha256": self.archive_sha256,
         }
 
     @classmethod
     def from_dict(cls, d: dict, *, source: str) -> WeightsEntry:
-        known = {"name", "repo_id", "revision", "description", "provenance", "license", "source_url", "files"}
+        known = {"name", "repo_id", "revision", "description", "provenance", "license", "source_url", "files", "archive_sha256"}
         unknown = sorted(set(d) - known)
         if unknown or "name" not in d or "repo_id" not in d:
             raise WeightsError(f"{source}: malformed weights entry (unknown keys {unknown} or no name/repo_id)")
@@ -141,6 +143,9 @@ class WeightsEntry:
             if sha is not None and not re.fullmatch(r"[0-9a-f]{64}", sha):
                 raise WeightsError(f"{source}: {name} has a malformed sha256 {sha!r}")
             pins.append(FilePin(name, sha, (pin or {}).get("size")))
+        archive = d.get("archive_sha256")
+        if archive is not None and not re.fullmatch(r"[0-9a-f]{64}", archive):
+            raise WeightsError(f"{source}: archive_sha256 is malformed ({archive!r})")
         return cls(
             name=d["name"],
             repo_id=d["repo_id"],
@@ -150,6 +155,7 @@ class WeightsEntry:
             license=d.get("license", ""),
             source_url=d.get("source_url", ""),
             files=tuple(pins),
+            archive_sha256=archive,
         )
 
 
@@ -228,10 +234,17 @@ def verify_files(folder: Path, pins: Iterable[FilePin], *, source: str, delete_b
 
 
 def _delete_cached(path: Path) -> None:
+    """Remove a bad file of a Hub snapshot: the snapshot's link and, when it is a blob inside
+    the Hub cache, the blob (else a re-download would reuse it). Nothing outside the Hub cache
+    is deleted, whatever the link points to."""
+    from thead.download import remove_cached
+
+    cache = Path(_cache_dir()).resolve()
     target = path.resolve()
-    path.unlink(missing_ok=True)
-    if target != path:
-        target.unlink(missing_ok=True)
+    if path.is_symlink() and target.is_file() and target.is_relative_to(cache):
+        remove_cached(target, cache)
+    if path.parent.resolve().is_relative_to(cache):
+        remove_cached(path, cache)
 
 
 # -------------------------------------------------------------------------- environment
@@ -260,7 +273,7 @@ def _cache_dir() -> str:
 def _offline() -> bool:
     from huggingface_hub import constants
 
-    return _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE") or constants.HF_HUB_OFFLINE
+    return _env_true("HF_HUB_OFFLINE") or _env_true("THEAD_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE") or constants.HF_HUB_OFFLINE
 
 
 def _timeout_s(timeout_s: float | None) -> float:
@@ -297,15 +310,23 @@ def _parse_spec(spec: str | os.PathLike | None, revision: str | None) -> tuple[P
 
 
 def resolve_weights(
-    spec: str | os.PathLike | None = None, *, revision: str | None = None, timeout_s: float | None = None
+    spec: str | os.PathLike | None = None,
+    *,
+    revision: str | None = None,
+    timeout_s: float | None = None,
+    keep_archive: bool = False,
+    display=None,
 ) -> Path:
     """A folder with ``config.json`` + ``model.safetensors`` for ``spec``.
 
     ``spec``: a local folder (used as it is), a Hub repo id (``owner/name[@revision]``), or
-    None for ``$THEAD_WEIGHTS`` or ``DEFAULT_REPO_ID``. ``timeout_s``: how long the Hub may take
-    to answer the first request (default ``$THEAD_HUB_TIMEOUT`` or 5 s). Raises
-    ``WeightsError`` (bad folder) or ``HubError`` (unreachable, not found, hash mismatch).
+    None for ``$THEAD_WEIGHTS``, else thead's default model (``default_weights``).
+    ``timeout_s``: how long the Hub may take to answer the first request (default
+    ``$THEAD_HUB_TIMEOUT`` or 5 s). Raises ``WeightsError`` (bad folder) or ``HubError``
+    (unreachable, not found, hash mismatch) or ``DownloadError`` (the authors' release).
     """
+    if (spec is None or str(spec).strip() == "") and not os.environ.get(WEIGHTS_ENV) and revision is None:
+        return default_weights(timeout_s=timeout_s, keep_archive=keep_archive, display=display)
     folder, repo_id, revision = _parse_spec(spec, revision)
     if folder is not None:
         missing = [n for n in REQUIRED_FILES if not (folder / n).is_file()]
@@ -313,6 +334,33 @@ def resolve_weights(
             raise WeightsError(f"{folder} has no {' or '.join(missing)} (expected a thead weights folder)")
         return folder
     return download_weights(repo_id, revision=revision, timeout_s=timeout_s)
+
+
+def default_weights(*, timeout_s: float | None = None, keep_archive: bool = False, display=None) -> Path:
+    """thead's default model, from the first source that has it: the converted authors'
+    release in thead's cache; ``DEFAULT_REPO_ID`` in the Hub cache; the Hub (one quick probe;
+    "not found" or no answer moves on at once); the authors' release on Google Drive,
+    downloaded and converted (``thead.release``)."""
+    from thead import release
+
+    cached = release.cached_release_weights()
+    if cached is not None:
+        return cached
+    entry = known_entry(DEFAULT_REPO_ID)
+    revision = (entry.revision if entry else None) or "main"
+    label = f"{DEFAULT_REPO_ID}@{revision}"
+    folder = _from_cache(DEFAULT_REPO_ID, revision)
+    if folder is not None:
+        _verify(folder, entry, label)
+        return folder
+    if not _offline():
+        try:
+            problem = _probe(DEFAULT_REPO_ID, revision, _timeout_s(timeout_s))
+        except HubError:
+            problem = "not published"
+        if problem is None:
+            return download_weights(DEFAULT_REPO_ID, revision=revision, timeout_s=timeout_s)
+    return release.release_weights(keep_archive=keep_archive, display=display)
 
 
 def download_weights(repo_id: str, *, revision: str | None = None, timeout_s: float | None = None) -> Path:
