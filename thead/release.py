@@ -27,6 +27,7 @@ transfer is kept as a partial file and resumed by the next run.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -34,11 +35,12 @@ import shutil
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from thead.download import Display, DownloadError, cache_root, fetch, partial_files, remove_cached, stderr_display
-from thead.errors import CheckpointError, DatasetError, OutputError, TheadError
+from thead.errors import CheckpointError, DatasetError, OutputError
 
 __all__ = [
     "ReleaseAsset",
@@ -90,8 +92,8 @@ def release_url(asset: ReleaseAsset) -> str:
 
 
 def _manual_weights(url: str) -> str:
-    return (f"download {url if 'drive.google' not in url else WEIGHTS.page} in a browser, extract it, then "
-            "`thead weights convert <its checkpoint folder> -o DIR` and pass --weights DIR")
+    return (f"download {url if 'drive.google' not in url else WEIGHTS.page} in a browser, then "
+            "`thead weights convert <the archive> -o DIR` and pass --weights DIR")
 
 
 def _manual_testset(url: str) -> str:
@@ -205,6 +207,29 @@ def find_checkpoint(root: Path, manual: str) -> Path:
     return pick[0]
 
 
+@contextlib.contextmanager
+def archive_checkpoint(src: str | os.PathLike) -> Iterator[Path]:
+    """``src`` itself, or for a release archive (a zip or tar file) the checkpoint folder
+    inside it, extracted into a temporary folder that is removed afterwards."""
+    src = Path(src)
+    if not src.is_file() or src.suffix == ".index" or not (zipfile.is_zipfile(src) or tarfile.is_tarfile(src)):
+        yield src
+        return
+    manual = "extract it yourself and pass the checkpoint folder"
+    scratch = Path(tempfile.mkdtemp(prefix="thead-extract-"))
+    try:
+        try:
+            extract_archive(src, scratch, manual)
+            checkpoint = find_checkpoint(scratch, manual)
+        except DownloadError as e:
+            raise CheckpointError(str(e).replace("the downloaded", "the")) from None
+        except OSError as e:
+            raise CheckpointError(f"cannot extract {src} ({e.strerror or e})") from None
+        yield checkpoint
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 # ------------------------------------------------------------------------------- weights
 
 
@@ -311,27 +336,29 @@ def release_weights(*, keep_archive: bool = False, display: Display | None = Non
     display.note(f"no LSR weights cached: fetching {WEIGHTS.what} (once; converting it takes about "
                  f"{CONVERT_S_PER_GB:.0f} s per GB of archive)")
     archive, digest = _fetch_archive(WEIGHTS, url, manual, display)
-    done = False
-    try:
+    with _archive_kept_only_on_success(archive, keep_archive, display):
         out = weights_from_archive(archive, weights_dir(), source_url=url, archive_sha256=digest, manual=manual)
-        _record_sha256(url, digest) if not _recorded_sha256(url) else None
-        done = True
-    except KeyboardInterrupt:
-        display.note(f"interrupted: no model was cached; the downloaded archive is kept for the next run ({archive})")
-        raise
-    finally:
-        if not done and not _interrupted():
-            remove_cached(archive)
-    if not keep_archive:
-        remove_cached(archive)
+        if not _recorded_sha256(url):
+            _record_sha256(url, digest)
     display.note(f"converted and cached in {out}")
     return out
 
 
-def _interrupted() -> bool:
-    import sys
-
-    return isinstance(sys.exc_info()[1], KeyboardInterrupt)
+@contextlib.contextmanager
+def _archive_kept_only_on_success(archive: Path, keep: bool, display: Display) -> Iterator[None]:
+    """A failed extraction or conversion deletes the archive (nothing half-done stays in the
+    cache); Ctrl-C keeps the complete archive for the next run; success deletes it unless
+    ``keep``."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        display.note(f"interrupted: nothing was cached; the complete archive is kept for the next run ({archive})")
+        raise
+    except BaseException:
+        remove_cached(archive)
+        raise
+    if not keep:
+        remove_cached(archive)
 
 
 # ------------------------------------------------------------------------------- test set
@@ -390,31 +417,24 @@ def release_testset(*, keep_archive: bool = False, display: Display | None = Non
     manual = _manual_testset(url)
     archive, digest = _fetch_archive(TESTSET, url, manual, display)
     out = testset_dir()
-    done = False
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_dir(out, overwrite=True) as tmp:
-            extract_archive(archive, tmp, manual)
-            testset, outputs = find_fsth_layout(tmp)
-            provenance = {
-                "source_url": url, "archive_sha256": digest, "archive_size": archive.stat().st_size,
-                "testset": str(testset.relative_to(tmp)), "outputs": str(outputs.relative_to(tmp)) if outputs else None,
-                "date": _now(),
-            }
-            (tmp / PROVENANCE_NAME).write_text(json.dumps(provenance, indent=2) + "\n")
-        _record_sha256(url, digest) if not _recorded_sha256(url) else None
-        done = True
-    except OSError as e:
-        raise _os_failure(e, "extracting", manual) from None
-    except TheadError as e:
-        if isinstance(e, DownloadError):
-            raise
-        raise DownloadError(f"{e}; {manual}") from None
-    finally:
-        if not done and not _interrupted():
-            remove_cached(archive)
-    if not keep_archive:
-        remove_cached(archive)
+    with _archive_kept_only_on_success(archive, keep_archive, display):
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_dir(out, overwrite=True) as tmp:
+                extract_archive(archive, tmp, manual)
+                testset, outputs = find_fsth_layout(tmp)
+                provenance = {
+                    "source_url": url, "archive_sha256": digest, "archive_size": archive.stat().st_size,
+                    "testset": str(testset.relative_to(tmp)), "outputs": str(outputs.relative_to(tmp)) if outputs else None,
+                    "date": _now(),
+                }
+                (tmp / PROVENANCE_NAME).write_text(json.dumps(provenance, indent=2) + "\n")
+        except OSError as e:
+            raise _os_failure(e, "extracting", manual) from None
+        except (DatasetError, OutputError) as e:
+            raise DownloadError(f"{e}; {manual}") from None
+        if not _recorded_sha256(url):
+            _record_sha256(url, digest)
     return out
 
 

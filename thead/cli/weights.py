@@ -17,7 +17,7 @@ WeightsOption = Annotated[
     Optional[str],
     typer.Option(
         "--weights",
-        help=f"LSR weights: a local folder or a Hub repo id owner/name or owner/name@revision (default: ${WEIGHTS_ENV}, else {DEFAULT_REPO_ID}).",
+        help=f"LSR weights: a local folder or a Hub repo id owner/name or owner/name@revision (default: ${WEIGHTS_ENV}, else the cached model, {DEFAULT_REPO_ID}, or the authors' release, fetched and converted).",
         envvar=WEIGHTS_ENV,
         show_envvar=False,
     ),
@@ -31,14 +31,19 @@ def _print_table(table: Table) -> None:
 @weights_app.command("download")
 def download(
     repo_id: Annotated[
-        Optional[str], typer.Option("--repo-id", help=f"Hub repo id (default: ${WEIGHTS_ENV}, else {DEFAULT_REPO_ID}).")
+        Optional[str],
+        typer.Option("--repo-id", help=f"Hub repo id (default: ${WEIGHTS_ENV}, else the cached model, {DEFAULT_REPO_ID}, or the authors' release)."),
     ] = None,
     revision: Annotated[Optional[str], typer.Option("--revision", help="Branch, tag or commit (default: main).")] = None,
+    keep_archive: Annotated[bool, typer.Option("--keep-archive", help="Keep the authors' archive in the cache after converting it.")] = False,
 ) -> None:
-    """Download the weights into the Hugging Face cache (verified by sha256); prints the folder."""
+    """Get the weights (verified by sha256) into the cache; prints the folder.
+
+    With nothing given: the converted model when cached, else the Hub repo, else the authors'
+    release on Google Drive (downloaded with resume, converted, archive sha256 recorded)."""
     from thead.hub import resolve_weights
 
-    folder = resolve_weights(repo_id, revision=revision)
+    folder = resolve_weights(repo_id, revision=revision, keep_archive=keep_archive)
     out_console.print(str(folder), markup=False, highlight=False, soft_wrap=True)
     err_console.print("weights ready (sha256 verified)", highlight=False)
 
@@ -63,7 +68,19 @@ def info(weights: WeightsOption = None) -> None:
     _print_table(nets)
     for pin in summary.files:  # whole hashes on one line each, for copying into a manifest
         out_console.print(f"{pin.name}: sha256 {pin.sha256} ({pin.size:,} bytes)", highlight=False, soft_wrap=True)
+    from thead.release import read_provenance
+
+    record = read_provenance(summary.folder)
+    if record is not None:  # converted from the authors' release by thead itself
+        out_console.print(f"source: {record.get('source_url')}", markup=False, highlight=False, soft_wrap=True)
+        out_console.print(f"archive sha256: {record.get('archive_sha256')} ({record.get('archive_size', 0):,} bytes)", markup=False, highlight=False, soft_wrap=True)
+        out_console.print(f"checkpoint: {record.get('checkpoint')}", markup=False, highlight=False, soft_wrap=True)
+        for name, sha in (record.get("converted_sha256") or {}).items():
+            out_console.print(f"converted {name}: sha256 {sha}", markup=False, highlight=False, soft_wrap=True)
+        out_console.print(f"converted: {record.get('date')} by thead {record.get('thead_version')}", markup=False, highlight=False)
     entry = summary.entry
+    if entry is None and record is not None:
+        return
     if entry is None:
         out_console.print("provenance: unknown (not in thead's manifest and no manifest.json in the folder)", highlight=False)
     else:
@@ -90,15 +107,17 @@ def push(
 
 @weights_app.command("convert")
 def convert(
-    src: Annotated[Path, typer.Argument(help="The authors' TF checkpoint: its folder or a ckpt-N prefix.")],
+    src: Annotated[Path, typer.Argument(help="The authors' TF checkpoint: its folder, a ckpt-N prefix, or the release archive (zip, tar, tar.gz).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="New weights folder to write (must not exist).")],
 ) -> None:
     """Convert the authors' TensorFlow checkpoint into thead weights (no TensorFlow needed)."""
     from thead.convert import convert_checkpoint
     from thead.hub import REQUIRED_FILES, file_sha256
 
-    with err_console.status("converting..."):
-        report = convert_checkpoint(src, output)
+    from thead.release import archive_checkpoint
+
+    with err_console.status("converting..."), archive_checkpoint(src) as checkpoint:
+        report = convert_checkpoint(checkpoint, output)
     table = Table("network", "tensors", "parameters", title=escape(f"{report.source} -> {output}"), box=None)
     for name, tensors, params in report.rows:
         table.add_row(name, str(tensors), f"{params:,}")
