@@ -264,7 +264,11 @@ def isolate_hf_env(tmp_path: Path, monkeypatch) -> Path:
     from thead import hub
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", hub.WEIGHTS_ENV, hub.TIMEOUT_ENV):
+    # thead's own cache, and the authors' release (the last source of the default weights)
+    # at a closed port: no test reaches Google Drive.
+    monkeypatch.setenv("THEAD_CACHE", str(tmp_path / "thead-cache"))
+    monkeypatch.setenv("THEAD_RELEASE_URL", closed_port_url())
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "THEAD_OFFLINE", hub.WEIGHTS_ENV, hub.TIMEOUT_ENV):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     return tmp_path

@@ -20,6 +20,7 @@ import torch
 
 from tests.fake_hub import FakeHub, closed_port_url, isolate_hf_env, repo_files
 from thead import hub
+from thead.download import DownloadError
 from thead.errors import HubError, WeightsError
 
 REPO = "test-org/tiny-lsr"
@@ -83,8 +84,13 @@ def test_repo_id_from_env_and_default(fake_hub, monkeypatch, weights_dir):
     monkeypatch.setenv(hub.WEIGHTS_ENV, REPO)
     assert (hub.resolve_weights(None) / hub.WEIGHTS_NAME).read_bytes() == (weights_dir / hub.WEIGHTS_NAME).read_bytes()
     monkeypatch.delenv(hub.WEIGHTS_ENV)
-    with pytest.raises(HubError, match=hub.DEFAULT_REPO_ID):  # the fake Hub does not have it
+    # The fake Hub does not have the default repo: thead moves on to the authors' release,
+    # here at a closed port.
+    with pytest.raises(DownloadError, match="cannot download the authors' LSR checkpoint") as e:
         hub.resolve_weights(None)
+    assert "thead weights convert" in one_line(e)
+    fake_hub.add_repo(hub.DEFAULT_REPO_ID, repo_files(weights_dir, hub.DEFAULT_REPO_ID))
+    assert (hub.resolve_weights(None) / hub.WEIGHTS_NAME).read_bytes() == (weights_dir / hub.WEIGHTS_NAME).read_bytes()
 
 
 def test_cache_hit_offline_and_when_the_hub_is_gone(fake_hub, monkeypatch):
