@@ -4,10 +4,11 @@ subset, VGG19, VGG-Face, LPIPS, Inception, ...) comes through ``fetch``.
 - **One cache root**: ``cache_root()`` = ``$THEAD_CACHE``, else ``$XDG_CACHE_HOME/thead``,
   else ``~/.cache/thead``. Downloads land in a subfolder of it; nothing outside it is written
   or deleted (``remove_cached`` refuses, and never follows a symlink).
-- **One hash policy**: sha256. A pin is the full hex digest or, where only that is published
-  (torch-hub file names), a prefix of it. A file that does not match is deleted before anyone
-  reads it. Without a pin the digest is returned so the caller can record it (trust on first
-  use, ``thead.release``).
+- **One hash policy**: every file is checked before anyone reads it, against the publisher's
+  pin when there is one (sha256, full or the prefix torch-hub file names carry; an md5 where
+  that is all the publisher gives), else against the sha256 recorded the first time that URL
+  was downloaded (trust on first use: ``cache_root()/trust.json``, printed when recorded). A
+  file that does not match is deleted and refused.
 - **One progress display**: ``Display`` (size, rate, time left on stderr; ``quiet_display``
   for tests and scripts).
 - **One offline rule**: ``offline()`` is true when ``$THEAD_OFFLINE`` or ``$HF_HUB_OFFLINE``
@@ -46,6 +47,11 @@ __all__ = [
     "partial_files",
     "stderr_display",
     "quiet_display",
+    "Asset",
+    "AssetUnavailable",
+    "resolve_asset",
+    "recorded_sha256",
+    "record_sha256",
 ]
 
 OFFLINE_ENVS = ("THEAD_OFFLINE", "HF_HUB_OFFLINE")
@@ -190,6 +196,56 @@ class Fetched:
     size: int
 
 
+# ---------------------------------------------------------------------------- trust on first use
+
+
+def _trust_file() -> Path:
+    return cache_root() / "trust.json"
+
+
+def recorded_sha256(url: str) -> str | None:
+    """The sha256 recorded at the first download of ``url`` (None: never downloaded)."""
+    import json
+
+    try:
+        return json.loads(_trust_file().read_text()).get(url, {}).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def record_sha256(url: str, sha256: str) -> None:
+    """Remember ``url``'s sha256 (first download only; a later one must match it)."""
+    import datetime as dt
+    import json
+
+    from thead._atomic import atomic_file
+
+    path = _trust_file()
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = {}
+    if url in data:
+        return
+    data[url] = {"sha256": sha256, "first_seen": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def check_recorded(url: str, sha256: str, what: str, manual: str) -> bool:
+    """False when ``url`` was never recorded; True when it matches; ``DownloadError`` else."""
+    expected = recorded_sha256(url)
+    if expected is None:
+        return False
+    if sha256 != expected:
+        raise DownloadError(
+            f"{url} now serves a different {what} (sha256 {sha256[:16]}…, recorded at the first download: {expected[:16]}…); "
+            f"refused. If the publisher replaced it on purpose, remove its entry from {_trust_file()}; {manual}"
+        )
+    return True
+
+
 def _looks_like_html(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(512).lstrip().lower()
@@ -207,6 +263,7 @@ def fetch(
     what: str,
     manual: str,
     sha256: str | None = None,
+    md5: str | None = None,
     display: Display | None = None,
     timeout_s: float = TIMEOUT_S,
 ) -> Fetched:
@@ -266,12 +323,110 @@ def fetch(
         if _looks_like_html(tmp):
             raise DownloadError(f"{_host(url)} sent a web page instead of {what} (a sign-in, quota or error page); {manual}")
         digest = check_sha256(tmp, sha256, hasher.hexdigest())
+        if md5 is not None:
+            actual = hashlib.md5(tmp.read_bytes()).hexdigest() if tmp.stat().st_size < 1 << 31 else _md5_file(tmp)
+            if actual != md5:
+                raise DownloadError(f"{tmp.name} has md5 {actual}, expected {md5}")
     except DownloadError as e:
         tmp.unlink(missing_ok=True)
-        if "sha256" in str(e):
+        if "sha256" in str(e) or "md5" in str(e):
             raise DownloadError(f"{e} ({what} from {_host(url)}: corrupt or not the published file; deleted); {manual}") from None
         raise
     os.replace(tmp, target)
     size = target.stat().st_size
     display.done(what, size, digest)
     return Fetched(target, url, digest, size)
+
+
+def _md5_file(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------- assets
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One published file thead may download: where from (mirrors in order), its pin, and
+    where it is cached (``cache_root()/subdir/filename``).
+
+    sha256: the full hex digest, or a prefix where only that is published (torch-hub names);
+    md5: where the publisher gives only that; neither: trust on first use.
+    """
+
+    name: str
+    filename: str
+    urls: tuple[str, ...]
+    sha256: str | None = None
+    md5: str | None = None
+    subdir: str = "assets"
+
+    def cached_path(self, cache_dir: str | os.PathLike | None = None) -> Path:
+        return Path(cache_dir if cache_dir is not None else cache_root() / self.subdir) / self.filename
+
+    def manual(self, target: Path) -> str:
+        source = self.urls[0] if self.urls else "its publisher"
+        return f"download {source} yourself and put {self.filename} at {target}"
+
+
+class AssetUnavailable(DownloadError):
+    """An asset that is neither cached nor downloadable (downloads off, publisher unreachable)."""
+
+
+def check_asset(asset: Asset, path: Path) -> None:
+    """The asset's pin, else the sha256 recorded at its first download (``WeightsError``)."""
+    from thead._hash import sha256_file
+
+    digest = sha256_file(path)
+    if asset.sha256 and not digest.startswith(asset.sha256.lower()):
+        raise WeightsError(f"{path} has sha256 {digest[:16]}…, {asset.name} must start with {asset.sha256[:16]}…")
+    if asset.md5 and _md5_file(path) != asset.md5:
+        raise WeightsError(f"{path} has md5 {_md5_file(path)}, {asset.name} must have {asset.md5}")
+    if not (asset.sha256 or asset.md5) and path.is_relative_to(cache_root()):
+        for url in asset.urls:
+            if (expected := recorded_sha256(url)) is not None and expected != digest:
+                raise WeightsError(f"{path} has sha256 {digest[:16]}…, recorded for {asset.name} at its download: {expected[:16]}…")
+
+
+def resolve_asset(
+    asset: Asset,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    also: tuple[Path, ...] = (),
+    allow_download: bool = True,
+    display: Display | None = None,
+) -> Path:
+    """A local, checked copy of ``asset``: in the cache (or one of ``also``, other programs'
+    caches), else downloaded into the cache from its first reachable mirror."""
+    target = asset.cached_path(cache_dir)
+    for path in (target, *also):
+        if path.is_file():
+            check_asset(asset, path)
+            return path
+    manual = asset.manual(target)
+    if not allow_download:
+        raise AssetUnavailable(f"{asset.name} weights not found and downloads are disabled; {manual}")
+    if offline():
+        raise AssetUnavailable(f"downloads are off ({' / '.join('$' + n for n in OFFLINE_ENVS)}) and {asset.name} is not cached; {manual}")
+    failures = []
+    for url in asset.urls:
+        try:
+            got = fetch(url, target, what=asset.name, manual=manual, sha256=asset.sha256, md5=asset.md5, display=display)
+        except DownloadError as e:
+            if "sha256" in str(e) or "md5" in str(e) or "different" in str(e):
+                raise
+            failures.append(str(e).split(";")[0])
+            continue
+        if not (asset.sha256 or asset.md5):
+            try:
+                check_recorded(url, got.sha256, asset.name, manual)
+            except DownloadError:
+                remove_cached(target)
+                raise
+            record_sha256(url, got.sha256)
+        return got.path
+    raise AssetUnavailable(f"{asset.name} could not be downloaded ({failures[0] if failures else 'no mirror'}); {manual}")

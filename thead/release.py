@@ -15,7 +15,7 @@ Two archives on Google Drive, linked from the authors' README (github.com/Mousta
 
 Trust: Drive publishes no checksum. The archive's sha256 is printed, compared with a pin in
 ``weights/manifest.json`` (``archive_sha256`` of the entry) when there is one, else with the
-sha256 recorded the first time that URL was downloaded (``cache_root()/release/trust.json``);
+sha256 recorded the first time that URL was downloaded (``cache_root()/trust.json``, ``thead.download``);
 a different archive is refused. ``$THEAD_RELEASE_URL`` / ``$THEAD_TESTSET_URL`` replace the
 URLs (any http(s) URL or a Drive link).
 
@@ -39,7 +39,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from thead.download import Display, DownloadError, cache_root, fetch, partial_files, remove_cached, stderr_display
+from thead.download import (
+    Display,
+    DownloadError,
+    cache_root,
+    check_recorded,
+    fetch,
+    partial_files,
+    record_sha256,
+    remove_cached,
+    stderr_display,
+)
 from thead.errors import CheckpointError, DatasetError, OutputError
 
 __all__ = [
@@ -103,10 +113,6 @@ def _manual_testset(url: str) -> str:
 # ------------------------------------------------------------------------------- trust
 
 
-def _trust_file() -> Path:
-    return cache_root() / "release" / "trust.json"
-
-
 def _pinned_archive_sha256(asset: ReleaseAsset, url: str) -> str | None:
     if url != asset.default_url or asset is not WEIGHTS:
         return None
@@ -116,39 +122,16 @@ def _pinned_archive_sha256(asset: ReleaseAsset, url: str) -> str | None:
     return entry.archive_sha256 if entry is not None else None
 
 
-def _recorded_sha256(url: str) -> str | None:
-    try:
-        return json.loads(_trust_file().read_text()).get(url, {}).get("sha256")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def _record_sha256(url: str, sha256: str) -> None:
-    from thead._atomic import atomic_file
-
-    path = _trust_file()
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        data = {}
-    data[url] = {"sha256": sha256, "first_seen": _now()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
 def _check_trust(asset: ReleaseAsset, url: str, sha256: str, manual: str) -> str:
     """'pinned', 'recorded' (matches the first download) or 'first' (nothing to compare yet)."""
-    for expected, how in ((_pinned_archive_sha256(asset, url), "pinned in weights/manifest.json"),
-                          (_recorded_sha256(url), "recorded at the first download")):
-        if expected:
-            if sha256 != expected:
-                raise DownloadError(
-                    f"{url} now serves a different archive (sha256 {sha256[:16]}…, {how}: {expected[:16]}…); "
-                    f"refused. If the authors replaced it on purpose, delete {_trust_file()} to trust the new one; {manual}"
-                )
-            return "pinned" if how.startswith("pinned") else "recorded"
-    return "first"
+    pinned = _pinned_archive_sha256(asset, url)
+    if pinned:
+        if sha256 != pinned:
+            raise DownloadError(
+                f"{url} serves a different archive (sha256 {sha256[:16]}…, pinned in weights/manifest.json: {pinned[:16]}…); refused; {manual}"
+            )
+        return "pinned"
+    return "recorded" if check_recorded(url, sha256, "archive", manual) else "first"
 
 
 def _now() -> str:
@@ -338,8 +321,7 @@ def release_weights(*, keep_archive: bool = False, display: Display | None = Non
     archive, digest = _fetch_archive(WEIGHTS, url, manual, display)
     with _archive_kept_only_on_success(archive, keep_archive, display):
         out = weights_from_archive(archive, weights_dir(), source_url=url, archive_sha256=digest, manual=manual)
-        if not _recorded_sha256(url):
-            _record_sha256(url, digest)
+        record_sha256(url, digest)
     display.note(f"converted and cached in {out}")
     return out
 
@@ -433,8 +415,7 @@ def release_testset(*, keep_archive: bool = False, display: Display | None = Non
             raise _os_failure(e, "extracting", manual) from None
         except (DatasetError, OutputError) as e:
             raise DownloadError(f"{e}; {manual}") from None
-        if not _recorded_sha256(url):
-            _record_sha256(url, digest)
+        record_sha256(url, digest)
     return out
 
 

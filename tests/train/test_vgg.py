@@ -13,9 +13,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.fake_drive import FakeDrive
+from thead import assets
+from thead.assets import load_vgg19, load_vgg_face
+from thead.download import Asset
 from thead.errors import WeightsError
-from thead.nn.backbones import vgg
-from thead.nn.backbones.vgg import VGG19Features, VGGFace, caffe_preprocess
+from thead.nn.backbones.vgg import VGG19Features, caffe_preprocess
 
 WIDTHS = (4, 8, 8, 8, 8)
 
@@ -58,7 +61,7 @@ def test_caffe_preprocessing():
 
 def test_vgg19_from_keras_h5(tmp_path):
     layers = keras_vgg19_h5(tmp_path / "vgg19.h5", np.random.default_rng(0))
-    net = VGG19Features.from_file(tmp_path / "vgg19.h5")
+    net = load_vgg19(tmp_path / "vgg19.h5")
     assert net.widths == WIDTHS and not any(p.requires_grad for p in net.parameters())
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     feats = net(x)
@@ -70,7 +73,7 @@ def test_vgg19_from_keras_h5(tmp_path):
     from safetensors.torch import save_file
 
     save_file(net.state_dict(), str(tmp_path / "vgg19.safetensors"))
-    again = VGG19Features.from_file(tmp_path / "vgg19.safetensors")
+    again = load_vgg19(tmp_path / "vgg19.safetensors")
     for a, c in zip(again(x), feats):
         assert torch.equal(a, c)
 
@@ -87,7 +90,7 @@ def test_vgg_face_from_keras_sequential_h5(tmp_path):
     layers += [("conv2d_14", _conv(rng, 7, cin, 16)), ("dropout_1", []), ("conv2d_15", _conv(rng, 1, 16, 16)),
                ("dropout_2", []), ("conv2d_16", _conv(rng, 1, 16, 5)), ("flatten_1", []), ("activation_1", [])]  # fmt: skip
     _write_keras_h5(tmp_path / "vgg_face_weights.h5", layers)
-    net = VGGFace.from_file(tmp_path / "vgg_face_weights.h5")
+    net = load_vgg_face(tmp_path / "vgg_face_weights.h5")
     x = torch.rand(2, 3, 224, 224) * 2 - 1
     out = net(x)
     assert out.logits.shape == (2, 5) and torch.equal(net.logits(x), out.logits)
@@ -99,36 +102,46 @@ def test_vgg_face_from_keras_sequential_h5(tmp_path):
 def test_wrong_files_are_weights_errors(tmp_path):
     _write_keras_h5(tmp_path / "other.h5", [("dense_1", _conv(np.random.default_rng(0), 1, 3, 4))])
     with pytest.raises(WeightsError, match="block1_conv1"):
-        VGG19Features.from_file(tmp_path / "other.h5")
+        load_vgg19(tmp_path / "other.h5")
     with pytest.raises(WeightsError, match="weighted layers"):
-        VGGFace.from_file(tmp_path / "other.h5")
+        load_vgg_face(tmp_path / "other.h5")
     (tmp_path / "junk.safetensors").write_bytes(b"not a file")
     with pytest.raises(WeightsError, match="not a readable"):
-        VGG19Features.from_file(tmp_path / "junk.safetensors")
+        load_vgg19(tmp_path / "junk.safetensors")
 
 
 def test_pretrained_downloads_checks_md5_converts_and_caches(tmp_path, monkeypatch):
+    """Through thead's one downloader, from a local web server: md5 pin, conversion, cache."""
     src = tmp_path / "published.h5"
     keras_vgg19_h5(src, np.random.default_rng(2))
     md5 = hashlib.md5(src.read_bytes()).hexdigest()
     cache = tmp_path / "cache"
-    monkeypatch.setattr(vgg, "VGG19_URLS", (src.as_uri(),))
-    monkeypatch.setattr(vgg, "VGG19_MD5", "0" * 32)
-    with pytest.raises(WeightsError, match="md5"):
-        VGG19Features.pretrained(cache)
-    assert not any(cache.iterdir())  # nothing half-written
-    monkeypatch.setattr(vgg, "VGG19_MD5", md5)
-    net = VGG19Features.pretrained(cache)
-    assert sorted(p.name for p in cache.iterdir()) == ["vgg19_keras_imagenet_notop.safetensors"]  # the .h5 is not kept
-    src.unlink()
-    again = VGG19Features.pretrained(cache)  # from the cache, no download
+    monkeypatch.setenv("THEAD_CACHE", str(cache))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with FakeDrive(tmp_path) as server:
+        server.add("vgg19.h5", "vgg19.h5", src.read_bytes(), large=False)
+        url = server.plain_url("vgg19.h5")
+        monkeypatch.setattr(assets, "VGG19_H5", Asset("VGG19", "vgg19.h5", (url,), md5="0" * 32, subdir="backbones"))
+        with pytest.raises(WeightsError, match="md5"):
+            load_vgg19()
+        assert not any(p.is_file() for p in cache.rglob("*"))  # nothing half-written
+        monkeypatch.setattr(assets, "VGG19_H5", Asset("VGG19", "vgg19.h5", (url,), md5=md5, subdir="backbones"))
+        net = load_vgg19()
+    assert sorted(p.name for p in (cache / "backbones").iterdir()) == ["vgg19.safetensors"]  # the .h5 is not kept
+    again = load_vgg19()  # from the cache, no download (the server is gone)
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
 
 
 def test_unreachable_download_is_one_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(vgg, "VGG_FACE_URLS", ((tmp_path / "missing.h5").as_uri(),))
-    with pytest.raises(WeightsError, match="could not download .*pass its path"):
-        VGGFace.pretrained(tmp_path / "cache")
+    monkeypatch.setenv("THEAD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(assets, "VGG_FACE_H5", Asset("VGG-Face", "vgg_face.h5", ("http://127.0.0.1:9/vgg_face_weights.h5",), subdir="backbones"))
+    with pytest.raises(WeightsError, match="could not be downloaded .*put vgg_face.h5 at") as e:
+        load_vgg_face()
+    assert "\n" not in str(e.value)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline: no network call at all
+    with pytest.raises(WeightsError, match="downloads are off"):
+        load_vgg_face()
 
 
 @pytest.mark.parametrize("kernel", [7, 1])

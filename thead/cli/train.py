@@ -40,20 +40,38 @@ Device = Annotated[Optional[str], typer.Option("--device", help="cpu or cuda (de
 
 
 def _loss_networks(config, vgg19: Path | None, vgg_face: Path | None):
-    from thead.nn.backbones.vgg import VGG19Features, VGGFace
+    from thead.assets import load_vgg19, load_vgg_face
+    from thead.download import DownloadError
     from thead.train.losses import LossNetworks
 
     w = config.weights
-    v19 = (VGG19Features.from_file(vgg19) if vgg19 else VGG19Features.pretrained()) if w.vgg19 else None
     needs_face = config.stage == "meta" and (w.vgg_face or w.identity)
-    vf = (VGGFace.from_file(vgg_face) if vgg_face else VGGFace.pretrained()) if needs_face else None
+    try:
+        v19 = load_vgg19(vgg19) if w.vgg19 else None
+    except DownloadError as e:  # offline or unreachable: name the flag that avoids the download
+        raise DownloadError(f"{e}, or pass --vgg19 PATH") from None
+    try:
+        vf = load_vgg_face(vgg_face) if needs_face else None
+    except DownloadError as e:
+        raise DownloadError(f"{e}, or pass --vgg-face PATH") from None
     return LossNetworks(v19, vf)
+
+
+def _check_data(data: Path) -> None:
+    """Fail on a missing or empty data folder before any loss network is downloaded."""
+    from thead.errors import DatasetError
+
+    if not data.is_dir():
+        raise DatasetError(f"data folder {data} does not exist")
+    if next(data.rglob("*_rgb.png"), None) is None:
+        raise DatasetError(f"no NNNNN_rgb.png frames under {data} (run `thead prep` first)")
 
 
 def _run(config, data, out, steps, vgg19, vgg_face, index, device, model_size, init=None) -> None:
     from thead.config import LSRConfig
     from thead.train import train
 
+    _check_data(data)
     model_config = None if init is not None else (LSRConfig.reduced() if model_size == ModelSize.reduced else LSRConfig())
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err_console, transient=True) as bar:
         task = bar.add_task(f"train {config.stage}", total=None, info="")

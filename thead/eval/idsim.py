@@ -51,15 +51,10 @@ class VGGFaceEmbedder:
 
     @classmethod
     def pretrained(cls, *, device="cpu", allow_download: bool = True) -> VGGFaceEmbedder:
+        from thead.assets import load_vgg_face
+
         try:
-            from thead.nn.backbones.vgg import VGGFace, default_cache_dir
-        except ImportError as e:
-            raise WeightsUnavailable(f"VGG-Face is not available in this thead ({e})") from None
-        cached = default_cache_dir() / "backbones" / "vgg_face_keras.safetensors"
-        if not allow_download and not cached.exists():
-            raise WeightsUnavailable(f"VGG-Face weights not found (expected {cached})")
-        try:
-            return cls(VGGFace.pretrained(), device)
+            return cls(load_vgg_face(allow_download=allow_download), device)
         except WeightsError as e:
             raise WeightsUnavailable(f"VGG-Face weights unavailable: {e}") from None
 

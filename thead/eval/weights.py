@@ -1,10 +1,11 @@
 """The metric networks' published weights: where they come from, their pins, and a local cache.
 
-Each file is looked for, in order, in thead's cache (``$THEAD_CACHE/metrics``, else
-``~/.cache/thead/metrics``), in torch hub's checkpoint folder (``$TORCH_HOME/hub/checkpoints``,
+Each file is looked for, in order, in thead's cache (``thead.download.cache_root()/metrics``),
+in torch hub's checkpoint folder (``$TORCH_HOME/hub/checkpoints``,
 where torchvision, lpips and pytorch-fid users already have these files) and, for LPIPS's heads,
 in an installed ``lpips`` package (found without importing it, so torchvision is not needed).
-Otherwise it is downloaded from the publisher (unless downloads are off). Every file is checked
+Otherwise it is downloaded from the publisher through ``thead.download`` (unless downloads are
+off). Every file is checked
 against its sha256 pin before it is read, and ``.pth`` files are read with torch's restricted
 ``weights_only`` loader (tensors only, no arbitrary objects).
 
@@ -16,16 +17,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from thead._atomic import atomic_file
-from thead._hash import sha256_file
+from thead.download import Asset, AssetUnavailable, cache_root, check_asset, resolve_asset
 from thead.errors import WeightsError
 
 
@@ -34,17 +32,12 @@ class WeightsUnavailable(WeightsError):
 
 
 @dataclass(frozen=True)
-class PublishedWeights:
-    """One published weights file.
+class PublishedWeights(Asset):
+    """One published metric weights file (a ``thead.download.Asset`` cached under
+    ``metrics/``); ``package_path``: (package, path inside it) of an installed copy."""
 
-    sha256: the full hex digest, or a prefix where only that is published (torch-hub names).
-    """
-
-    name: str
-    filename: str
-    urls: tuple[str, ...]
-    sha256: str
-    package_path: tuple[str, str] | None = None  # (package, path inside it) holding a copy
+    subdir: str = "metrics"
+    package_path: tuple[str, str] | None = None
 
 
 # torchvision's ImageNet AlexNet (LPIPS's backbone). Only the name's sha256 prefix is published.
@@ -78,15 +71,14 @@ FID_INCEPTION = PublishedWeights(
 
 
 def metrics_cache_dir() -> Path:
-    """``$THEAD_CACHE/metrics``, else ``$XDG_CACHE_HOME/thead/metrics`` (``~/.cache``)."""
-    if env := os.environ.get("THEAD_CACHE"):
-        return Path(env) / "metrics"
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "thead" / "metrics"
+    """``thead.download.cache_root()/metrics``."""
+    return cache_root() / "metrics"
 
 
-def _candidates(spec: PublishedWeights, cache_dir: Path) -> list[Path]:
+def _elsewhere(spec: PublishedWeights) -> tuple[Path, ...]:
+    """Copies other programs keep: torch hub's checkpoints, an installed package."""
     torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
-    found = [cache_dir / spec.filename, torch_home / "hub" / "checkpoints" / spec.filename]
+    found = [torch_home / "hub" / "checkpoints" / spec.filename]
     if spec.package_path is not None:
         package, inner = spec.package_path
         try:
@@ -95,54 +87,20 @@ def _candidates(spec: PublishedWeights, cache_dir: Path) -> list[Path]:
             origin = None
         if origin is not None and origin.origin is not None:
             found.append(Path(origin.origin).parent / inner)
-    return found
+    return tuple(found)
 
 
 def check_pin(spec: PublishedWeights, path: Path) -> None:
-    digest = sha256_file(path)
-    if not digest.startswith(spec.sha256):
-        raise WeightsError(f"{path} has sha256 {digest[:16]}..., {spec.name} must start with {spec.sha256[:16]}")
+    check_asset(spec, path)
 
 
 def resolve(spec: PublishedWeights, *, cache_dir: str | os.PathLike | None = None, allow_download: bool = True) -> Path:
-    """A local, pin-checked copy of ``spec``: cached, found, or downloaded into the cache."""
-    cache = Path(cache_dir) if cache_dir is not None else metrics_cache_dir()
-    for path in _candidates(spec, cache):
-        if path.is_file():
-            check_pin(spec, path)
-            return path
-    target = cache / spec.filename
-    if not allow_download:
-        raise WeightsUnavailable(f"{spec.name} weights not found (put {spec.filename} at {target})")
+    """A local, pin-checked copy of ``spec``: cached, found, or downloaded into the cache
+    (``thead.download.resolve_asset``); ``WeightsUnavailable`` when it cannot be had."""
     try:
-        cache.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise WeightsError(f"cannot create the weights cache {cache}: {e.strerror}") from None
-    errors = []
-    for url in spec.urls:
-        try:
-            with atomic_file(target) as tmp:
-                _download(url, tmp)
-                check_pin(spec, tmp)
-            return target
-        except _DownloadFailed as e:
-            errors.append(str(e))
-    raise WeightsUnavailable(
-        f"{spec.name} weights could not be downloaded ({errors[0]}); put {spec.filename} at {target}"
-    )
-
-
-class _DownloadFailed(Exception):
-    """Not an OSError, so ``atomic_file`` removes the partial file and lets it through as is."""
-
-
-def _download(url: str, target: Path) -> None:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as r, open(target, "wb") as f:
-            while block := r.read(1 << 20):
-                f.write(block)
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-        raise _DownloadFailed(str(getattr(e, "reason", e))) from None
+        return resolve_asset(spec, cache_dir=cache_dir, also=_elsewhere(spec), allow_download=allow_download)
+    except AssetUnavailable as e:
+        raise WeightsUnavailable(str(e)) from None
 
 
 def load_state(spec: PublishedWeights, **kwargs) -> dict[str, Tensor]:

@@ -25,6 +25,7 @@ from PIL import Image
 from torch import nn
 
 from thead._hash import sha256_file
+from thead.download import Asset
 from thead.errors import WeightsError
 
 NUM_CLASSES = 19
@@ -52,6 +53,21 @@ class ParserWeights:
     hub_repo: str = "vivym/face-parsing-bisenet"  # byte-identical mirror of the Drive file
     hub_revision: str = "768606b84908769d31ddd78b2e1105319839edfa"
     publisher_url: str = "https://drive.google.com/open?id=154JgKpzCPW82qINcVieuPH3fZ2e0P812"
+
+
+    def asset(self) -> Asset:
+        """The file for ``thead.download``: the Hub mirror at the pinned revision, then the
+        publisher's Drive file; cached under ``faces/``."""
+        return Asset(
+            name="face parser weights (BiSeNet, face-parsing.PyTorch)",
+            filename=self.filename,
+            urls=(
+                f"https://huggingface.co/{self.hub_repo}/resolve/{self.hub_revision}/{self.filename}",
+                "https://drive.google.com/uc?id=" + self.publisher_url.rsplit("id=", 1)[-1],
+            ),
+            sha256=self.sha256,
+            subdir="faces",
+        )
 
 
 PARSER_WEIGHTS = ParserWeights()
@@ -264,11 +280,15 @@ class FaceParser:
 
 
 def find_parser_weights(weights: ParserWeights = PARSER_WEIGHTS) -> Path | None:
-    """A local copy of the parser's weights, or None: ``$THEAD_FACE_PARSER_WEIGHTS``, else the
-    Hub cache (from an earlier ``download_parser_weights``). Never touches the network."""
+    """A local copy of the parser's weights, or None: ``$THEAD_FACE_PARSER_WEIGHTS``, else
+    thead's cache (from an earlier ``download_parser_weights``), else the Hub cache (where
+    earlier versions of thead put it). Never touches the network."""
     env = os.environ.get(WEIGHTS_ENV)
     if env:
         return Path(env) if Path(env).is_file() else None
+    cached = weights.asset().cached_path()
+    if cached.is_file():
+        return cached
     from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(weights.hub_repo, weights.filename, revision=weights.hub_revision)
@@ -276,18 +296,21 @@ def find_parser_weights(weights: ParserWeights = PARSER_WEIGHTS) -> Path | None:
 
 
 def download_parser_weights(weights: ParserWeights = PARSER_WEIGHTS) -> Path:
-    """Fetch the weights from the Hub mirror at the pinned revision (cached) and verify them."""
-    from huggingface_hub import hf_hub_download
+    """Fetch the weights into thead's cache (``thead.download``: the Hub mirror at the pinned
+    revision, else the publisher's Drive file), sha256-verified."""
+    from thead.download import DownloadError, resolve_asset
 
+    found = find_parser_weights(weights)
+    if found is not None:
+        verify_weights(found, weights.sha256)
+        return found
     try:
-        path = Path(hf_hub_download(weights.hub_repo, weights.filename, revision=weights.hub_revision))
-    except Exception as e:  # offline, repo gone: one line, with where else to get the file
+        return resolve_asset(weights.asset())
+    except DownloadError as e:  # offline, mirror gone: one line, with where else to get the file
         raise WeightsError(
-            f"cannot download the face parser weights from {weights.hub_repo} ({type(e).__name__}); "
+            f"cannot download the face parser weights ({str(e).split(';')[0]}); "
             f"get {weights.filename} from {weights.publisher_url} and set {WEIGHTS_ENV}"
         ) from None
-    verify_weights(path, weights.sha256)
-    return path
 
 
 def verify_weights(path: Path, sha256: str) -> None:

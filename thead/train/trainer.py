@@ -506,11 +506,11 @@ def train(
 
 
 def default_loss_networks(config: TrainConfig) -> L.LossNetworks:
-    from thead.nn.backbones.vgg import VGG19Features, VGGFace
+    from thead.assets import load_vgg19, load_vgg_face
 
     w = config.weights
-    vgg19 = VGG19Features.pretrained() if w.vgg19 else None
-    vgg_face = VGGFace.pretrained() if (w.vgg_face or w.identity) and config.stage == "meta" else None
+    vgg19 = load_vgg19() if w.vgg19 else None
+    vgg_face = load_vgg_face() if (w.vgg_face or w.identity) and config.stage == "meta" else None
     return L.LossNetworks(vgg19, vgg_face)
 
 

@@ -13,42 +13,20 @@ Both take RGB NCHW in [-1, 1] and apply the release's preprocessing themselves:
 ``(x+1)/2·255``, RGB→BGR, minus the ImageNet BGR means (103.939, 116.779, 123.68) — ImageNet
 means for VGG-Face too (ref §9.8).
 
-Weights: ``from_file`` reads the Keras ``.h5`` (needs the optional ``h5py``) or thead's
-converted ``.safetensors`` (keys = this module's state dict; widths are read from the shapes,
-so a reduced-width file loads too). ``pretrained()`` downloads the publisher's file once,
-checks its published hash, converts it to safetensors in thead's cache and loads that, so
-``h5py`` is needed only for that one conversion.
+Weights: ``from_keras_layers`` maps the Keras layers (HWIO kernels) and ``from_state`` takes
+this module's state dict (widths are read from the shapes, so a reduced-width file loads too).
+No file I/O here: ``thead.assets`` downloads, reads and caches the publishers' files.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from thead._atomic import atomic_file
-from thead._hash import sha256_file
 from thead.errors import WeightsError
-
-# Keras applications' own copy and the original release it mirrors; same bytes, md5 from
-# keras/applications/vgg19.py (``file_hash``).
-VGG19_URLS = (
-    "https://storage.googleapis.com/tensorflow/keras-applications/vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    "https://github.com/fchollet/deep-learning-models/releases/download/v0.1/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
-)
-VGG19_MD5 = "253f8cb515780f3b799900260a226db6"
-# The widely circulated Keras conversion of VGG-Face (deepface's release); its publisher gives
-# no checksum, so the download is checked by its tensor shapes (strict) and its sha256 is
-# recorded next to the converted copy.
-VGG_FACE_URLS = ("https://github.com/serengil/deepface_models/releases/download/v1.0/vgg_face_weights.h5",)
-VGG_FACE_MD5: str | None = None
 
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 VGG_WIDTHS = (64, 128, 256, 512, 512)
@@ -118,30 +96,24 @@ class VGG19Features(_Frozen):
         return feats
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> VGG19Features:
-        """A Keras ``.h5`` (ImageNet VGG19, with or without top) or thead's ``.safetensors``."""
-        path = Path(path)
-        if path.suffix in (".h5", ".hdf5"):
-            layers = _read_keras_h5(path)
-            state = {}
-            for name in cls._layer_names():
-                if name not in layers:
-                    raise WeightsError(f"{path} has no layer {name}: not a Keras VGG19 weights file")
-                kernel, bias = layers[name]
-                state[f"convs.{name}.weight"], state[f"convs.{name}.bias"] = _hwio_to_oihw(kernel), bias
-        else:
-            state = _read_safetensors(path)
-        widths = tuple(state[f"convs.block{b}_conv1.weight"].shape[0] for b in range(1, 6)) if _has_all(state, cls) else None
-        if widths is None:
-            raise WeightsError(f"{path} does not hold VGG19 block1..block5 convolutions")
-        net = cls(widths)
-        _load_strict(net, state, path)
-        return net
+    def from_keras_layers(cls, layers: dict[str, tuple[Tensor, Tensor]], source: str = "weights") -> VGG19Features:
+        """From Keras layers (name -> (kernel HWIO, bias)) of an ImageNet VGG19, with or without top."""
+        state = {}
+        for name in cls._layer_names():
+            if name not in layers:
+                raise WeightsError(f"{source} has no layer {name}: not a Keras VGG19 weights file")
+            kernel, bias = layers[name]
+            state[f"convs.{name}.weight"], state[f"convs.{name}.bias"] = _hwio_to_oihw(kernel), bias
+        return cls.from_state(state, source)
 
     @classmethod
-    def pretrained(cls, cache_dir: str | os.PathLike | None = None) -> VGG19Features:
-        """The Keras ImageNet weights: downloaded once (md5-checked), converted, cached."""
-        return cls.from_file(_cached_conversion(cls, "vgg19_keras_imagenet_notop", VGG19_URLS, VGG19_MD5, cache_dir))
+    def from_state(cls, state: dict[str, Tensor], source: str = "weights") -> VGG19Features:
+        """From this module's state dict (widths read from the shapes)."""
+        if not _has_all(state, cls):
+            raise WeightsError(f"{source} does not hold VGG19 block1..block5 convolutions")
+        net = cls(tuple(state[f"convs.block{b}_conv1.weight"].shape[0] for b in range(1, 6)))
+        _load_strict(net, state, source)
+        return net
 
     @classmethod
     def _layer_names(cls) -> list[str]:
@@ -195,134 +167,42 @@ class VGGFace(_Frozen):
         return convs + ["fc6", "fc7", "fc8"]
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> VGGFace:
-        """``vgg_face_weights.h5`` (Keras Sequential, layers in order) or thead's ``.safetensors``."""
-        path = Path(path)
+    def from_keras_layers(cls, layers: list[tuple[Tensor, Tensor]], source: str = "weights") -> VGGFace:
+        """From the weighted layers of ``vgg_face_weights.h5`` in file order (the Sequential's)."""
         names = cls._layer_names()
-        if path.suffix in (".h5", ".hdf5"):
-            layers = list(_read_keras_h5(path).values())  # file order = the Sequential's order
-            if len(layers) != len(names):
-                raise WeightsError(f"{path} has {len(layers)} weighted layers, VGG-Face has {len(names)}")
-            state = {}
-            for name, (kernel, bias) in zip(names, layers):
-                key = f"convs.{name}" if name.startswith("conv") else name
-                state[f"{key}.weight"], state[f"{key}.bias"] = _hwio_to_oihw(kernel), bias
-        else:
-            state = _read_safetensors(path)
+        if len(layers) != len(names):
+            raise WeightsError(f"{source} has {len(layers)} weighted layers, VGG-Face has {len(names)}")
+        state = {}
+        for name, (kernel, bias) in zip(names, layers):
+            key = f"convs.{name}" if name.startswith("conv") else name
+            state[f"{key}.weight"], state[f"{key}.bias"] = _hwio_to_oihw(kernel), bias
+        return cls.from_state(state, source)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Tensor], source: str = "weights") -> VGGFace:
+        """From this module's state dict (widths read from the shapes)."""
         try:
             widths = tuple(state[f"convs.conv{b}_1.weight"].shape[0] for b in range(1, 6))
             fc_width, num_classes = state["fc6.weight"].shape[0], state["fc8.weight"].shape[0]
         except KeyError:
-            raise WeightsError(f"{path} does not hold VGG-Face's conv1_1..fc8") from None
+            raise WeightsError(f"{source} does not hold VGG-Face's conv1_1..fc8") from None
         net = cls(widths, fc_width, num_classes)
-        _load_strict(net, state, path)
+        _load_strict(net, state, source)
         return net
 
-    @classmethod
-    def pretrained(cls, cache_dir: str | os.PathLike | None = None) -> VGGFace:
-        """``vgg_face_weights.h5``: downloaded once, checked by shape, converted, cached."""
-        return cls.from_file(_cached_conversion(cls, "vgg_face_keras", VGG_FACE_URLS, VGG_FACE_MD5, cache_dir))
 
-
-# -- weights plumbing ------------------------------------------------------------------------
-
-
-def default_cache_dir() -> Path:
-    """``$THEAD_CACHE``, else ``$XDG_CACHE_HOME/thead``, else ``~/.cache/thead``."""
-    if env := os.environ.get("THEAD_CACHE"):
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "thead"
-
-
-def _cached_conversion(cls, stem: str, urls: tuple[str, ...], md5: str | None, cache_dir) -> Path:
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "backbones"
-    converted = folder / f"{stem}.safetensors"
-    if converted.exists():
-        return converted
-    folder.mkdir(parents=True, exist_ok=True)
-    h5 = folder / f"{stem}.h5"
-    if not h5.exists():
-        _download(urls, h5, md5)
-    net = cls.from_file(h5)
-    from safetensors.torch import save_file
-
-    with atomic_file(converted) as tmp:
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp), metadata={"source": urls[0], "sha256_of_source": sha256_file(h5)})
-    h5.unlink()
-    return converted
-
-
-def _download(urls: tuple[str, ...], target: Path, md5: str | None) -> None:
-    errors = []
-    for url in urls:
-        try:
-            response = urllib.request.urlopen(url, timeout=30)
-        except (urllib.error.URLError, OSError, TimeoutError) as e:
-            errors.append(f"{url}: {getattr(e, 'reason', e)}")
-            continue
-        with response, atomic_file(target) as tmp, open(tmp, "wb") as f:
-            h = hashlib.md5()
-            try:
-                while block := response.read(1 << 20):
-                    h.update(block)
-                    f.write(block)
-            except (OSError, TimeoutError) as e:  # a dropped connection is not an output error
-                raise WeightsError(f"download of {url} broke off ({e})") from None
-            if md5 is not None and h.hexdigest() != md5:
-                raise WeightsError(f"{url} has md5 {h.hexdigest()}, expected {md5}")
-        return
-    raise WeightsError(f"could not download {target.name} ({'; '.join(errors)}); download it yourself and pass its path")
-
-
-def _read_keras_h5(path: Path) -> dict[str, tuple[Tensor, Tensor]]:
-    """Layer name -> (kernel HWIO, bias) for every layer with weights, in the file's order."""
-    try:
-        import h5py
-    except ImportError:
-        raise WeightsError(f"reading {path.name} needs h5py (pip install h5py); it is needed once, to convert it") from None
-    import numpy as np
-
-    try:
-        with h5py.File(path, "r") as f:
-            root = f["model_weights"] if "model_weights" in f else f  # model.save() vs save_weights()
-            out = {}
-            for name in _h5_strs(root.attrs["layer_names"]):
-                g = root[name]
-                weights = _h5_strs(g.attrs["weight_names"])
-                if not weights:
-                    continue
-                if len(weights) != 2:
-                    raise WeightsError(f"{path}: layer {name} has {len(weights)} weights, expected kernel and bias")
-                out[name] = tuple(torch.from_numpy(np.asarray(g[w], dtype=np.float32)) for w in weights)
-            return out
-    except (OSError, KeyError) as e:
-        raise WeightsError(f"{path} is not a readable Keras weights file ({e})") from None
-
-
-def _h5_strs(values) -> list[str]:
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+# -- helpers ----------------------------------------------------------------------------------
 
 
 def _hwio_to_oihw(kernel: Tensor) -> Tensor:
     return kernel.permute(3, 2, 0, 1).contiguous()
 
 
-def _read_safetensors(path: Path) -> dict[str, Tensor]:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except FileNotFoundError:
-        raise WeightsError(f"{path} does not exist") from None
-    except Exception as e:  # safetensors' own error types on corrupt headers
-        raise WeightsError(f"{path} is not a readable safetensors file ({e})") from None
-
-
 def _has_all(state: dict[str, Tensor], cls) -> bool:
     return all(f"convs.{n}.weight" in state for n in cls._layer_names())
 
 
-def _load_strict(net: nn.Module, state: dict[str, Tensor], path: Path) -> None:
+def _load_strict(net: nn.Module, state: dict[str, Tensor], path: str) -> None:
     own = net.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
