@@ -160,12 +160,8 @@ class LSR(nn.Module):
         """Write ``config.json`` + ``model.safetensors`` atomically (temporary folder, rename)."""
         if self.inference_only:
             raise WeightsError("this model was prepared for inference (scales folded); save the original")
-        directory = Path(directory)
         state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.state_dict().items()}
-        with atomic_dir(directory, overwrite=overwrite) as tmp:
-            (tmp / CONFIG_NAME).write_text(self.config.to_json())
-            save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "thead": "lsr"})
-        return directory
+        return write_weights(directory, self.config, state, overwrite=overwrite)
 
     @classmethod
     def from_pretrained(
@@ -205,6 +201,23 @@ def resolve_weights_folder(spec: str | os.PathLike | None, *, revision: str | No
     from thead import hub  # only when a download may be needed
 
     return hub.resolve_weights(spec, revision=revision)
+
+
+def write_weights(directory: str | os.PathLike, config: LSRConfig, state: dict[str, Tensor], *, overwrite: bool = True) -> Path:
+    """A weights folder (``config.json`` + ``model.safetensors``), written atomically
+    (temporary folder, rename). ``state``: contiguous float32 CPU tensors."""
+    directory = Path(directory)
+    with atomic_dir(directory, overwrite=overwrite) as tmp:
+        (tmp / CONFIG_NAME).write_text(config.to_json())
+        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "thead": "lsr"})
+    return directory
+
+
+def expected_shapes(config: LSRConfig) -> dict[str, tuple[int, ...]]:
+    """Every tensor an ``LSR(config)`` state dict holds, and its shape (built on the meta
+    device: no memory, no initialisation)."""
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in LSR(config).state_dict().items()}
 
 
 def load_state_strict(module: nn.Module, state: dict[str, Tensor], *, source: str) -> None:

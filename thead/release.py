@@ -69,10 +69,10 @@ __all__ = [
 ]
 
 PROVENANCE_NAME = "provenance.json"
-#: Measured by benchmarks/convert_bench.py (a full-size checkpoint with Adam slots, warm page
-#: cache, 2 loaded cores): seconds of conversion per GB of checkpoint. Used for the estimate
-#: ``thead demo`` prints before a long download.
-CONVERT_S_PER_GB = 6.0
+#: Seconds of conversion per GB of checkpoint, rounded up from benchmarks/convert_bench.py
+#: (full-size checkpoint with Adam slots, 1.18 GB: 2.5 s/GB on 2 heavily loaded cores). Used
+#: for the estimate printed before a long download.
+CONVERT_S_PER_GB = 3.0
 
 
 @dataclass(frozen=True)

@@ -187,14 +187,15 @@ class TensorBundle:
         return self._shards[n]
 
     def read(self, key: str) -> np.ndarray:
-        """The tensor's values (crc32c-checked), as a numpy array of its dtype and shape."""
+        """The tensor's values (crc32c-checked), as a numpy array of its dtype and shape: a
+        read-only view of the mapped data file (copy it to keep or change it)."""
         e = self.entries[key]
         if e.dtype not in _DTYPES or _DTYPES[e.dtype] == "bfloat16":
             raise CheckpointError(f"tensor {key} has dtype code {e.dtype}, which the converter does not read")
         shard = self._shard(e.shard)
         if e.offset + e.size > shard.size:
             raise CheckpointError(f"checkpoint shard {e.shard} is truncated (tensor {key} runs past its end)")
-        raw = bytes(shard[e.offset : e.offset + e.size])
+        raw = shard[e.offset : e.offset + e.size]  # a view of the mapped file, not a copy
         if e.crc32c is not None and _crc32c.crc32c(raw) != e.crc32c:
             raise CheckpointError(f"tensor {key} is corrupt (crc32c mismatch in the data file)")
         dtype = np.dtype(_DTYPES[e.dtype])
