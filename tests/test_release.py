@@ -323,3 +323,60 @@ def test_hub_hash_mismatch_does_not_follow_a_link_out_of_the_cache(tmp_path, mon
     assert outside.read_bytes() == b"user file"  # outside the cache: untouched
     assert not blob.exists()  # inside the cache: the bad blob is gone, so it is fetched afresh
     assert not (snapshot / "model.safetensors").is_symlink() and not (snapshot / "config.json").is_symlink()
+
+
+# ---------------------------------------------------------------------------- evaluation subset
+
+
+@pytest.fixture(scope="module")
+def eval_archive(sample_dir) -> bytes:
+    """One person of the sample's FSTH subset, and 'precomputed outputs' for it: its test
+    frames with a little noise (as a method's output would differ from the truth)."""
+    import numpy as np
+    from PIL import Image
+
+    root = sample_dir / "fsth_eval_subset"
+    files = {}
+    for part in ("train", "test"):
+        for p in sorted((root / part / "id00017").rglob("*_rgb.png")):
+            files[f"lsr_eval/fsth_eval_subset/{p.relative_to(root)}"] = p.read_bytes()
+    rng = np.random.default_rng(0)
+    for p in sorted((root / "test" / "id00017").rglob("*_rgb.png"))[:2]:
+        frame = np.asarray(Image.open(p).convert("RGB")).astype(np.int16)
+        noisy = np.clip(frame + rng.integers(-3, 4, frame.shape), 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(noisy).save(buf, format="PNG")
+        files[f"lsr_eval/authors_results/id00017/K1/{p.name.split('_')[0]}.png"] = buf.getvalue()
+    return _tar(files)
+
+
+def test_eval_voxceleb_fetches_the_subset_and_scores_the_authors_outputs(env, drive, monkeypatch, eval_archive, tmp_path, capsys):
+    from thead.cli import main
+
+    monkeypatch.delenv("THEAD_VOXCELEB_FSTH", raising=False)
+    drive.add(release.TESTSET.drive_id, "fsth_eval.tar.gz", eval_archive)
+    report = tmp_path / "report"
+    args = ["eval", "--testset", "voxceleb", "--outputs", "authors", "--people", "id00017", "--shots", "1",
+            "--max-frames", "2", "--id-model", "dlib", "--no-download", "-o", str(report)]
+    assert main(args) == 0, capsys.readouterr().err
+    folder = release.cached_testset()
+    testset, outputs = release.testset_paths(folder)
+    assert testset == folder / "lsr_eval" / "fsth_eval_subset" and outputs == folder / "lsr_eval" / "authors_results"
+    data = json.loads((report / "report.json").read_text())
+    run = data["runs"][0]
+    assert data["source"] == str(outputs) and run["num_shots"] == 1 and run["num_frames"] == 2
+    # noise uniform on -3..3: MSE 4, PSNR 10·log10(255²/4) = 42.1 dB
+    assert run["mean"]["psnr"] == pytest.approx(42.1, abs=0.3) and run["mean"]["ssim"] > 0.9
+    assert not any(f.endswith(".archive") for f in _cache_files(env))
+    # Scored from the cache the second time: nothing fetched.
+    before = len(drive.requests)
+    assert main(args) == 0
+    assert len(drive.requests) == before
+
+
+def test_eval_archive_without_the_layout_is_one_line(env, drive, monkeypatch):
+    monkeypatch.setenv("THEAD_TESTSET_URL", drive.add("evalbad", "e.tar.gz", _tar({"frames/00001.png": b"x"})))
+    with pytest.raises(DownloadError) as e:
+        release.release_testset(display=quiet_display())
+    assert "no FSTH layout" in _one_line(e.value)
+    assert _cache_files(env) == []

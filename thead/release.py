@@ -419,6 +419,17 @@ def release_testset(*, keep_archive: bool = False, display: Display | None = Non
     return out
 
 
+def authors_outputs() -> Path:
+    """The authors' precomputed outputs in their evaluation subset (fetched when needed)."""
+    outputs = testset_paths(release_testset())[1]
+    if outputs is None:
+        raise DatasetError(
+            f"the authors' evaluation archive ({release_url(TESTSET)}) carries no precomputed outputs "
+            "(no folder of <person>/<run>/NN.png frames for its persons)"
+        )
+    return outputs
+
+
 def testset_paths(folder: Path) -> tuple[Path, Path | None]:
     """(test set, outputs or None) of a cached evaluation subset, from its provenance."""
     p = read_provenance(folder) or {}

@@ -48,12 +48,12 @@ class _Bar:
 
 @app.command("eval")
 def eval_command(
-    testset: Annotated[str, typer.Option("--testset", help="FSTH-layout folder (train/, test/), or 'voxceleb' ($THEAD_VOXCELEB_FSTH).")],
+    testset: Annotated[str, typer.Option("--testset", help="FSTH-layout folder (train/, test/), or 'voxceleb' ($THEAD_VOXCELEB_FSTH, else the authors' evaluation subset, downloaded once).")],
     weights: Annotated[Optional[str], typer.Option("--weights", help="LSR weights: folder or Hub repo id (default: $THEAD_WEIGHTS or thead's).")] = None,
     shots: Annotated[str, typer.Option("--shots", help="Values of K, comma-separated.")] = ",".join(map(str, _D.shots)),
     finetune: Annotated[bool, typer.Option("--finetune", help="Also score fine-tuned models (stage C).")] = _D.finetune,
     id_model: Annotated[IdModelChoice, typer.Option("--id-model", help="ID-SIM embedding: VGG-Face fc8 (the paper's) or dlib (offline).")] = IdModelChoice(_D.id_model),
-    outputs: Annotated[Optional[Path], typer.Option("--outputs", help="Score frames of another method: DIR/<person>/<run>/000NN.png.")] = None,
+    outputs: Annotated[Optional[Path], typer.Option("--outputs", help="Score frames of another method: DIR/<person>/<run>/000NN.png, or 'authors' (the precomputed outputs in the authors' evaluation subset).")] = None,
     report_dir: Annotated[Path, typer.Option("-o", "--output", help="Report folder (also caches generated frames).")] = _D.output_dir,
     people: Annotated[str, typer.Option("--people", help="Only these persons, comma-separated (default: all).")] = ",".join(_D.people),
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", help="Test frames per person (default: all).")] = _D.max_frames,
@@ -72,6 +72,10 @@ def eval_command(
         people=_csv(people, "people"), max_frames=max_frames, detector=detector.value,
         nmke_normalization=nmke.value, device=device, allow_download=download,
     )
+    if outputs is not None and str(outputs) == "authors" and not outputs.exists():
+        from thead.release import authors_outputs
+
+        outputs = authors_outputs()
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=True) as bar:
         result = evaluate(testset, weights, options, outputs=outputs, progress=_Bar(bar))

@@ -90,12 +90,15 @@ def frame_number(path: Path) -> int:
 
 
 def resolve_testset(spec: str | os.PathLike) -> Path:
-    """``voxceleb`` -> ``$THEAD_VOXCELEB_FSTH`` (a folder or a Hub dataset repo id); else a path."""
+    """``voxceleb`` -> ``$THEAD_VOXCELEB_FSTH`` (a folder or a Hub dataset repo id), else the
+    authors' evaluation subset (``thead.release``: downloaded once into the cache); else a path."""
     if str(spec) != "voxceleb":
         return Path(spec)
     value = os.environ.get(TESTSET_ENV, "").strip()
     if not value:
-        raise DatasetError(HOW_TO_GET_VOXCELEB)
+        from thead.release import release_testset, testset_paths
+
+        return testset_paths(release_testset())[0]
     if Path(value).is_dir() or "/" not in value or Path(value).is_absolute():
         return Path(value)
     try:  # a Hub dataset repo id
