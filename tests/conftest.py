@@ -40,6 +40,19 @@ def parity_dir() -> Path:
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _offline():
+    """No test downloads anything unless it says so (``monkeypatch.delenv("THEAD_OFFLINE")``
+    with a fake server): e.g. ``--landmarks auto`` stays on dlib instead of probing FAN's host."""
+    before = os.environ.get("THEAD_OFFLINE")
+    os.environ["THEAD_OFFLINE"] = "1"
+    yield
+    if before is None:
+        os.environ.pop("THEAD_OFFLINE", None)
+    else:
+        os.environ["THEAD_OFFLINE"] = before
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _threads():
     # Two cores here; keep tests from oversubscribing when pytest runs beside other work.
     torch.set_num_threads(min(2, os.cpu_count() or 1))

@@ -47,6 +47,8 @@ def test_missing_offline_names_the_file_and_where_to_put_it(tmp_path, monkeypatc
     with pytest.raises(W.WeightsUnavailable, match=r"put net-1234.pth at .*cache"):
         W.resolve(_spec(tmp_path, b"x"), cache_dir=tmp_path / "cache", allow_download=False)
     # A download that fails (nothing listens on port 9) is the same one-line error, no partial file.
+    monkeypatch.delenv("THEAD_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with pytest.raises(W.WeightsUnavailable, match="could not be downloaded"):
         W.resolve(_spec(tmp_path, b"x"), cache_dir=tmp_path / "cache", allow_download=True)
     assert not any((tmp_path / "cache").iterdir())

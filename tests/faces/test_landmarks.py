@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,21 +96,35 @@ def test_auto_falls_back_to_dlib_and_says_so_once(monkeypatch):
     assert make_detector("dlib").note is None
 
 
-def test_auto_needs_cached_fan_weights(monkeypatch, tmp_path):
+def test_auto_uses_fan_when_cached_or_downloadable(monkeypatch, tmp_path):
     import torch.hub
 
     monkeypatch.setattr(lm_mod, "fan_available", lambda: True)
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    assert "not downloaded" in lm_mod.auto_fallback_note()
-    (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "checkpoints" / "2DFAN4-cd938726ad.zip").touch()
-    (tmp_path / "checkpoints" / "s3fd-619a316812.pth").touch()
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch"))
+    monkeypatch.setenv("THEAD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("THEAD_OFFLINE", "1")  # not cached, not downloadable: dlib, with the reason
+    note = lm_mod.auto_fallback_note()
+    assert "not downloaded and downloads are off" in note and "using dlib" in note
+    for asset in (lm_mod.FAN_2D, lm_mod.FAN_S3FD):  # in thead's cache: FAN
+        asset.cached_path().parent.mkdir(parents=True, exist_ok=True)
+        asset.cached_path().touch()
+    assert lm_mod.auto_fallback_note() is None
+    lm_mod.FAN_2D.cached_path().unlink()
+    (tmp_path / "torch" / "checkpoints").mkdir(parents=True)  # or in face-alignment's own
+    (tmp_path / "torch" / "checkpoints" / "2DFAN4-11f355bf06.pth.tar").touch()
+    (tmp_path / "torch" / "checkpoints" / "s3fd-619a316812.pth").touch()
+    assert lm_mod.auto_fallback_note() is None
+    monkeypatch.delenv("THEAD_OFFLINE")  # downloadable (a host that answers): FAN
+    shutil.rmtree(tmp_path / "torch")
+    monkeypatch.setattr(lm_mod, "fan_weights_downloadable", lambda: None)
     assert lm_mod.auto_fallback_note() is None
 
 
-@pytest.mark.skipif(lm_mod.fan_available(), reason="face-alignment is installed")
-def test_fan_without_the_extra_is_a_usage_error():
-    with pytest.raises(UsageError, match=r"thead\[fan\]"):
+def test_fan_without_face_alignment_is_a_usage_error(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "face_alignment", None)  # a trimmed install
+    with pytest.raises(UsageError, match="pip install face-alignment"):
         make_detector("fan")
 
 
@@ -118,8 +134,8 @@ def test_unknown_backend():
 
 
 def test_fan_backend_plumbing_with_a_stand_in(monkeypatch, fsth_frames, detector):
-    # face-alignment is an optional extra (not installed here): a stand-in module returning
-    # known landmarks in face-alignment's formats checks thead's side of the interface.
+    # FAN's weights cannot be downloaded here: a stand-in module returning known landmarks in
+    # face-alignment's formats checks thead's side of the interface.
     import sys
     import types
 
@@ -128,8 +144,8 @@ def test_fan_backend_plumbing_with_a_stand_in(monkeypatch, fsth_frames, detector
     calls = {}
 
     class FakeFA:
-        def __init__(self, kind, flip_input, device):
-            calls["init"] = (kind, flip_input, device)
+        def __init__(self, kind, flip_input, device, face_detector_kwargs, compile):
+            calls["init"] = (kind, flip_input, device, face_detector_kwargs, compile)
 
         def _index(self, image):
             return next(i for i, f in enumerate(frames) if np.array_equal(f, image))
@@ -150,8 +166,10 @@ def test_fan_backend_plumbing_with_a_stand_in(monkeypatch, fsth_frames, detector
     fake.LandmarksType = types.SimpleNamespace(TWO_D=1)
     fake.FaceAlignment = FakeFA
     monkeypatch.setitem(sys.modules, "face_alignment", fake)
+    weights = (Path("/cache/fan/2DFAN4.pth.tar"), Path("/cache/fan/s3fd.pth"))
+    monkeypatch.setattr(lm_mod, "_fan_weights", lambda: weights)
     fan = make_detector("fan", device="cpu")
-    assert fan.name == "fan" and calls["init"] == (1, False, "cpu")
+    assert fan.name == "fan" and calls["init"] == (1, False, "cpu", {"path_to_detector": str(weights[1])}, False)
     for faces, want in zip(fan.detect_batch(frames), truth):
         (face,) = faces
         np.testing.assert_array_equal(face.landmarks, want.landmarks)

@@ -118,6 +118,7 @@ def test_pretrained_downloads_checks_md5_converts_and_caches(tmp_path, monkeypat
     cache = tmp_path / "cache"
     monkeypatch.setenv("THEAD_CACHE", str(cache))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("THEAD_OFFLINE", raising=False)
     with FakeDrive(tmp_path) as server:
         server.add("vgg19.h5", "vgg19.h5", src.read_bytes(), large=False)
         url = server.plain_url("vgg19.h5")
@@ -135,6 +136,7 @@ def test_pretrained_downloads_checks_md5_converts_and_caches(tmp_path, monkeypat
 def test_unreachable_download_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("THEAD_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("THEAD_OFFLINE", raising=False)
     monkeypatch.setattr(assets, "VGG_FACE_H5", Asset("VGG-Face", "vgg_face.h5", ("http://127.0.0.1:9/vgg_face_weights.h5",), subdir="backbones"))
     with pytest.raises(WeightsError, match="could not be downloaded .*put vgg_face.h5 at") as e:
         load_vgg_face()

@@ -1,7 +1,8 @@
 """68-point facial landmarks behind one interface, with two backends.
 
-- ``FanDetector``: face-alignment's FAN 2D (what the authors used, ref §1.3); optional extra
-  ``thead[fan]``, imported lazily; batched, on CUDA when asked.
+- ``FanDetector``: face-alignment's FAN 2D (what the authors used, ref §1.3); a core
+  dependency, imported lazily; its weights come through ``thead.download``; batched, on CUDA
+  when asked.
 - ``DlibDetector``: dlib's HOG detector (upsample 0, then 1) with the CNN (MMOD) detector as
   fallback, and the 68-point shape predictor from ``face_recognition_models``. Works offline.
 
@@ -23,6 +24,7 @@ from typing import Literal
 
 import numpy as np
 
+from thead.download import Asset
 from thead.errors import UsageError, WeightsError
 
 NUM_LANDMARKS = 68
@@ -213,18 +215,59 @@ class DlibDetector(LandmarkDetector):
 # ------------------------------------------------------------------------------------ FAN
 
 
+# face-alignment 1.5's published files (its ``models_urls``); the names carry their sha256 prefix.
+_FAN_HOST = "https://www.adrianbulat.com/downloads/python-fan"
+FAN_2D = Asset("FAN 2D landmarks (face-alignment)", "2DFAN4-11f355bf06.pth.tar", (f"{_FAN_HOST}/2DFAN4-11f355bf06.pth.tar",),
+               sha256="11f355bf06", subdir="fan")
+FAN_S3FD = Asset("S3FD face detector (face-alignment)", "s3fd-619a316812.pth", (f"{_FAN_HOST}/s3fd-619a316812.pth",),
+                 sha256="619a316812", subdir="fan")
+PROBE_TIMEOUT_S = 3.0
+
+
 def fan_available() -> bool:
-    """face-alignment is importable (the ``thead[fan]`` extra)."""
+    """face-alignment is importable (a core dependency; missing only in a trimmed install)."""
     return importlib.util.find_spec("face_alignment") is not None
 
 
 def fan_weights_cached() -> bool:
-    """FAN's 2D landmark network and its S3FD detector are both in the torch hub cache
-    (face-alignment downloads ``2DFAN4*.zip`` and ``s3fd-*.pth`` to ``<hub>/checkpoints``)."""
+    """FAN's 2D landmark network and its S3FD detector are both in thead's cache (or in the
+    torch hub cache, where face-alignment itself puts them)."""
+    if all(a.cached_path().is_file() for a in (FAN_2D, FAN_S3FD)):
+        return True
     import torch.hub
 
     ckpt = Path(torch.hub.get_dir()) / "checkpoints"
     return ckpt.is_dir() and any(ckpt.glob("2DFAN4*")) and any(ckpt.glob("s3fd*"))
+
+
+def fan_weights_downloadable() -> str | None:
+    """None when FAN's weights can be downloaded now, else why not: downloads are off, or one
+    quick request to their host (``PROBE_TIMEOUT_S``) gets no answer."""
+    from thead.download import offline
+
+    if offline():
+        return "downloads are off"
+    import requests
+
+    try:
+        requests.head(FAN_2D.urls[0], timeout=PROBE_TIMEOUT_S, allow_redirects=True).raise_for_status()
+    except requests.RequestException as e:
+        return f"their host does not answer ({type(e).__name__})"
+    return None
+
+
+def _fan_weights() -> tuple[Path, Path]:
+    """(FAN 2D, S3FD) files: thead's cache, face-alignment's own, or downloaded once into
+    thead's cache (``thead.download``, sha256-prefix checked)."""
+    import torch.hub
+
+    from thead.download import DownloadError, resolve_asset
+
+    ckpt = Path(torch.hub.get_dir()) / "checkpoints"
+    try:
+        return tuple(resolve_asset(a, also=(ckpt / a.filename,)) for a in (FAN_2D, FAN_S3FD))
+    except DownloadError as e:
+        raise WeightsError(f"{e} (or use --landmarks dlib)") from None
 
 
 class FanDetector(LandmarkDetector):
@@ -237,12 +280,24 @@ class FanDetector(LandmarkDetector):
         try:
             import face_alignment
         except ImportError:
-            raise UsageError("--landmarks fan needs face-alignment: pip install 'thead[fan]'") from None
+            raise UsageError("--landmarks fan needs face-alignment (a dependency of thead): pip install face-alignment") from None
         kind = getattr(face_alignment.LandmarksType, "TWO_D", None) or face_alignment.LandmarksType._2D
+        import torch
+
+        fan_path, s3fd_path = _fan_weights()
+
+        class _FaceAlignment(face_alignment.FaceAlignment):
+            def _load_native(self, network_name, network_size, device, dtype):  # thead's file, not a download
+                from face_alignment.models import FAN
+
+                net = FAN(network_size)
+                net.load_state_dict(torch.load(fan_path, map_location=device, weights_only=True))
+                return net.to(device, dtype=dtype).eval()
+
         try:
-            self._fa = face_alignment.FaceAlignment(kind, flip_input=False, device=device)
-        except Exception as e:  # network failure while fetching the weights
-            raise WeightsError(f"cannot load FAN weights: {e}") from None
+            self._fa = _FaceAlignment(kind, flip_input=False, device=device, face_detector_kwargs={"path_to_detector": str(s3fd_path)}, compile=False)
+        except Exception as e:  # a corrupt or mismatched file
+            raise WeightsError(f"cannot load FAN weights ({type(e).__name__}: {e})") from None
         self.device = device
 
     @staticmethod
@@ -363,19 +418,21 @@ def auto_fallback_note() -> str | None:
     """Why ``make_detector("auto")`` would use dlib rather than FAN (one line), or None."""
     if not fan_available():
         why = "face-alignment is not installed"
-    elif not fan_weights_cached():
-        why = "its weights are not downloaded"
-    else:
+    elif fan_weights_cached():
         return None
-    return f"FAN landmarks unavailable ({why}); using dlib (pip install 'thead[fan]' for the authors' detector)"
+    elif (reason := fan_weights_downloadable()) is None:
+        return None
+    else:
+        why = f"its weights are not downloaded and {reason}"
+    return f"FAN landmarks unavailable ({why}); using dlib"
 
 
 def make_detector(kind: DetectorKind = "auto", device: str = "cpu") -> LandmarkDetector:
     """Build a landmark detector.
 
-    ``auto`` uses FAN only when face-alignment is importable and its weights are already cached
-    (never a surprise download), otherwise dlib, saying why once through ``warnings`` and in the
-    returned detector's ``note``. ``fan`` or ``dlib`` force a backend.
+    ``auto`` uses FAN (the authors' detector) when its weights are cached or can be downloaded
+    now (``thead.download``: once, into thead's cache), otherwise dlib, saying why once through
+    ``warnings`` and in the returned detector's ``note``. ``fan`` or ``dlib`` force a backend.
     """
     if kind == "dlib":
         return DlibDetector()
