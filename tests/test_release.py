@@ -380,3 +380,22 @@ def test_eval_archive_without_the_layout_is_one_line(env, drive, monkeypatch):
         release.release_testset(display=quiet_display())
     assert "no FSTH layout" in _one_line(e.value)
     assert _cache_files(env) == []
+
+
+def test_a_pinned_archive_sha256_is_enforced(env, drive, monkeypatch, tmp_path, release_archive):
+    from thead import hub
+
+    def pin(sha: str) -> None:
+        entry = hub.WeightsEntry(name="lsr-voxceleb2", repo_id=hub.DEFAULT_REPO_ID, archive_sha256=sha)
+        (tmp_path / "w").mkdir(exist_ok=True)
+        hub.write_manifest(tmp_path / "w" / hub.MANIFEST_NAME, [entry])
+        monkeypatch.setattr(hub, "WEIGHTS_DIR", tmp_path / "w")
+
+    assert hub.read_manifest(hub.WEIGHTS_DIR / hub.MANIFEST_NAME)[0].archive_sha256 is None  # shipped: not pinned yet
+    pin("ab" * 32)
+    with pytest.raises(DownloadError) as e:
+        release.release_weights(display=quiet_display())
+    assert "pinned in weights/manifest.json" in _one_line(e.value)
+    assert _cache_files(env) == []
+    pin(_sha(release_archive))
+    assert release.release_weights(display=quiet_display()) is not None
