@@ -160,3 +160,28 @@ def test_whole_map_convolutions_run_as_dense_layers_with_the_same_values(kernel,
     torch.testing.assert_close(_as_dense(conv, x), conv(x), rtol=1e-5, atol=1e-5)
     big = torch.randn(2, 16, kernel + 2, kernel + 2)
     assert torch.equal(_as_dense(conv, big), conv(big))
+
+
+def test_training_offline_names_the_flags_and_checks_data_first(tmp_path, monkeypatch, capsys):
+    """HF_HUB_OFFLINE: no download is attempted, the error names --vgg19 / --vgg-face; a missing
+    data folder is reported before any loss network is fetched."""
+    from thead.cli import main
+    from thead.cli.train import _loss_networks
+    from thead.download import DownloadError
+    from thead.train.config import layout_pretraining, meta_learning
+
+    monkeypatch.setenv("THEAD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("THEAD_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DownloadError, match=r"downloads are off.*--vgg19 PATH"):
+        _loss_networks(layout_pretraining(), None, None)
+    h5 = tmp_path / "vgg19.h5"
+    keras_vgg19_h5(h5, np.random.default_rng(3))
+    with pytest.raises(DownloadError, match=r"downloads are off.*--vgg-face PATH"):
+        _loss_networks(meta_learning(), h5, None)  # VGG19 given, VGG-Face still needed
+    assert not (tmp_path / "cache").exists() or not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(assets, "VGG19_H5", Asset("VGG19", "v.h5", ("http://127.0.0.1:9/never",), subdir="backbones"))
+    assert main(["train", "layout", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert "data folder" in err and "does not exist" in err and "VGG19" not in err
