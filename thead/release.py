@@ -40,11 +40,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from thead.download import (
+    OFFLINE_ENVS,
     Display,
     DownloadError,
     cache_root,
     check_recorded,
     fetch,
+    offline,
     partial_files,
     record_sha256,
     remove_cached,
@@ -107,7 +109,8 @@ def _manual_weights(url: str) -> str:
 
 
 def _manual_testset(url: str) -> str:
-    return f"download {url if 'drive.google' not in url else TESTSET.page} in a browser, extract it and pass --testset FOLDER"
+    return (f"download {url if 'drive.google' not in url else TESTSET.page} in a browser, extract it and pass "
+            "--testset FOLDER (or set $THEAD_VOXCELEB_FSTH)")
 
 
 # ------------------------------------------------------------------------------- trust
@@ -295,7 +298,11 @@ def _fetch_archive(asset: ReleaseAsset, url: str, manual: str, display: Display)
     else:
         if partial_files(archive.with_name(archive.name + ".download")):
             display.note("resuming the earlier, broken download")
-        digest = fetch(url, archive, what=asset.what, manual=manual, display=display).sha256
+        try:
+            digest = fetch(url, archive, what=asset.what, manual=manual, display=display).sha256
+        except KeyboardInterrupt:
+            display.note("interrupted: the partial download is kept and the next run resumes it")
+            raise
     try:
         how = _check_trust(asset, url, digest, manual)
     except DownloadError:
@@ -316,6 +323,8 @@ def release_weights(*, keep_archive: bool = False, display: Display | None = Non
     display = display or stderr_display()
     url = release_url(WEIGHTS)
     manual = _manual_weights(url)
+    if offline():  # before saying anything: the one line is the error
+        raise DownloadError(f"downloads are off ({' / '.join('$' + n for n in OFFLINE_ENVS)}) and no LSR weights are cached; {manual}")
     display.note(f"no LSR weights cached: fetching {WEIGHTS.what} (once; converting it takes about "
                  f"{CONVERT_S_PER_GB:.0f} s per GB of archive)")
     archive, digest = _fetch_archive(WEIGHTS, url, manual, display)

@@ -15,7 +15,7 @@ The LSR paper reports NMKE "as computed in" LPD / Bi-layer and its release has n
 
 thead uses the Bi-layer definition by default (``eye_centers``; LSR is evaluated on the same
 FSTH split as Bi-layer) and offers LPD's as ``outer_eye_corners``. Landmarks come from
-``thead.faces`` (dlib offline, FAN with ``thead[fan]``); the papers used FAN, so values with
+``thead.faces`` (dlib offline, FAN when its weights can be had); the papers used FAN, so values with
 dlib landmarks are comparable between methods scored here, not with the papers' tables.
 """
 
