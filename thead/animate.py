@@ -45,6 +45,7 @@ from thead.motion import (
     open_driver,
 )
 from thead.runtime import tune_cpu_allocator
+from thead.validate import refuse_same_file
 
 DType = Literal["fp32", "bf16", "fp16"]
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -600,6 +601,7 @@ def animate(
     if not isinstance(driver, MotionTemplate):
         if not Path(driver).exists():
             raise VideoError(f"driver {driver} does not exist")
+        refuse_same_file(output, [driver])
         check_output(Path(output), driver_kind(Path(driver)))
     animator = Animator.load(name, options, weights=weights, store=store)
     if animator.personal_skipped:

@@ -60,6 +60,7 @@ from thead.faces import (
 )
 from thead.faces.images import IMAGE_SUFFIXES
 from thead.faces.landmarks import DetectorKind
+from thead.validate import refuse_same_file
 
 MotionKind = Literal["relative", "absolute"]
 MOTION_KINDS: tuple[str, ...] = ("relative", "absolute")
@@ -482,6 +483,8 @@ def extract_motion(
     """
     if output is not None and Path(output).suffix.lower() != TEMPLATE_SUFFIX:
         raise UsageError(f"a motion template is an .npz file, got {Path(output).name}")
+    if output is not None:
+        refuse_same_file(output, [driver])
     source = open_driver(driver, options, detector=detector, on_note=on_note)
     if not isinstance(source, VideoDriver):
         raise UsageError(f"motion templates are extracted from videos, got a {source.kind}: {driver}")

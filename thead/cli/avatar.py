@@ -14,15 +14,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-from thead.animate import AnimateOptions
 from thead.cli._app import LandmarkChoice, app, avatars_app, err_console, motion_app, out_console
+from thead.cli._defaults import option_defaults
 from thead.cli.weights import WeightsOption
-from thead.demo import DemoOptions
-from thead.enroll import EnrollOptions
-from thead.faces import CropOptions
-from thead.motion import DriverOptions
+from thead.validate import check_new_output
 
-_E, _A, _D, _C, _M = EnrollOptions(), AnimateOptions(), DemoOptions(), CropOptions(), DriverOptions()
+# The library's defaults, shown by --help (read without importing torch: see _defaults).
+_E = option_defaults("thead.enroll", "EnrollOptions")
+_A = option_defaults("thead.animate", "AnimateOptions")
+_D = option_defaults("thead.demo", "DemoOptions")
+_C = option_defaults("thead.faces.crop", "CropOptions")
+_M = option_defaults("thead.motion", "DriverOptions")
 
 
 class MotionChoice(str, enum.Enum):
@@ -42,6 +44,7 @@ Landmarks = Annotated[LandmarkChoice, typer.Option("--landmarks", help="Landmark
 Face = Annotated[int, typer.Option("--face", help="Which face when there are several: 0 = the largest.")]
 CropScale = Annotated[float, typer.Option("--crop-scale", help="Crop side multiplier (>1 shows more background).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or notes; errors only.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", "-y", help="Replace the output file if it exists.")]
 MaxFrames = Annotated[Optional[int], typer.Option("--max-frames", help="Stop after this many driver frames.")]
 
 
@@ -98,11 +101,12 @@ def enroll(
     face: Face = _C.face_index,
     crop_scale: CropScale = _C.scale,
     device: Device = _E.device,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an avatar of the same name.")] = _E.overwrite,
+    overwrite: Annotated[bool, typer.Option("--overwrite", "-y", help="Replace an avatar of the same name (and drop its fine-tuned weights).")] = _E.overwrite,
     quiet: Quiet = False,
 ) -> None:
     """Enroll a person once: crops, landmarks and both encoders; saved in the avatar store."""
-    from thead.enroll import enroll as run
+    from thead.enroll import EnrollOptions, enroll as run
+    from thead.faces import CropOptions
 
     options = EnrollOptions(shots, landmarks.value, CropOptions(scale=crop_scale, face_index=face), device, overwrite)
     bar = _Bar("enroll", quiet)
@@ -131,10 +135,12 @@ def animate(
     crop_scale: CropScale = _A.crop_scale,
     max_frames: MaxFrames = _A.max_frames,
     finetuned: Annotated[bool, typer.Option("--finetuned/--no-finetuned", help="Use the avatar's fine-tuned weights when it has some.")] = _A.finetuned,
+    overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
     """Animate an avatar with a driver; streams, keeps the driver's fps and audio."""
-    from thead.animate import animate as run
+    check_new_output(output, [driver], overwrite=overwrite)
+    from thead.animate import AnimateOptions, animate as run
 
     options = AnimateOptions(
         motion=motion.value, paste_back=paste_back, compare=compare, smooth=smooth, smooth_strength=smooth_strength,
@@ -170,10 +176,12 @@ def demo(
     paste_back: Annotated[bool, typer.Option("--paste-back", help="Composite into the full portrait.")] = _D.paste_back,
     device: Device = _D.device,
     dtype: DType = DTypeChoice(_D.dtype),
+    overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
     """Enroll scikit-image's astronaut portrait and animate it (nod, turn, blinks, speech)."""
-    from thead.demo import demo as run
+    check_new_output(output, overwrite=overwrite)
+    from thead.demo import DemoOptions, demo as run
 
     options = DemoOptions(output=output, seconds=seconds, paste_back=paste_back, device=device, dtype=dtype.value)
     with _Bar("demo", quiet) as bar:
@@ -236,10 +244,13 @@ def extract(
     face: Face = _C.face_index,
     crop_scale: CropScale = _C.scale,
     max_frames: MaxFrames = _M.max_frames,
+    overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
     """Save a video's motion (landmarks, fps; no pixels) to drive avatars later."""
-    from thead.motion import extract_motion
+    check_new_output(output, [video], overwrite=overwrite)
+    from thead.faces import CropOptions
+    from thead.motion import DriverOptions, extract_motion
 
     options = DriverOptions(landmarks.value, CropOptions(scale=crop_scale, face_index=face), smooth, smooth_strength, max_frames)
     with _Bar("motion", quiet) as bar:
