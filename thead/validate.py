@@ -49,3 +49,15 @@ def check_range(value: float, name: str, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
         raise UsageError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
     return value
+
+
+def recorded_weights(avatar) -> str | None:
+    """The weights an avatar records it was enrolled with, when they can still be found there
+    (a folder that exists, or a Hub repo id); None (the default weights) otherwise."""
+    spec = avatar.info.weights
+    if not spec:
+        return None
+    if Path(spec).is_dir():
+        return spec
+    looks_like_repo = spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and os.sep not in spec.replace("/", "")
+    return spec if looks_like_repo and not Path(spec.split("@")[0]).exists() else None

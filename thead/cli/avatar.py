@@ -41,11 +41,11 @@ class DTypeChoice(str, enum.Enum):
 Device = Annotated[Optional[str], typer.Option("--device", help="cpu or cuda (default: cuda when present).")]
 DType = Annotated[DTypeChoice, typer.Option("--dtype", help="fp32; bf16 (~2x faster on AVX512-BF16 CPUs and GPUs); fp16 (CUDA).")]
 Landmarks = Annotated[LandmarkChoice, typer.Option("--landmarks", help="Landmark backend: auto (FAN if installed and cached, else dlib).")]
-Face = Annotated[int, typer.Option("--face", help="Which face when there are several: 0 = the largest.")]
-CropScale = Annotated[float, typer.Option("--crop-scale", help="Crop side multiplier (>1 shows more background).")]
+Face = Annotated[int, typer.Option("--face", min=0, help="Which face when there are several: 0 = the largest.")]
+CropScale = Annotated[float, typer.Option("--crop-scale", min=0.25, max=4.0, help="Crop side multiplier (>1 shows more background).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or notes; errors only.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", "-y", help="Replace the output file if it exists.")]
-MaxFrames = Annotated[Optional[int], typer.Option("--max-frames", help="Stop after this many driver frames.")]
+MaxFrames = Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Stop after this many driver frames.")]
 
 
 class _FpsColumn(ProgressColumn):
@@ -95,7 +95,7 @@ def _fps(fps) -> str:
 def enroll(
     source: Annotated[Path, typer.Argument(help="A photo, a folder of photos, or a video of one person.")],
     name: Annotated[str, typer.Option("--name", help="The avatar's name (letters, digits, '-', '_').")],
-    shots: Annotated[int, typer.Option("--shots", help="K: photos or video frames to encode (at most those available).")] = _E.num_shots,
+    shots: Annotated[int, typer.Option("--shots", min=1, max=1024, help="K: photos or video frames to encode (at most those available).")] = _E.num_shots,
     weights: WeightsOption = None,
     landmarks: Landmarks = LandmarkChoice(_E.landmarks),
     face: Face = _C.face_index,
@@ -125,10 +125,10 @@ def animate(
     paste_back: Annotated[bool, typer.Option("--paste-back", help="Composite into the avatar's photo at its resolution.")] = _A.paste_back,
     compare: Annotated[bool, typer.Option("--compare", help="Driver crop and result side by side.")] = _A.compare,
     smooth: Annotated[bool, typer.Option("--smooth/--no-smooth", help="Smooth the driver's landmarks over time (One-Euro).")] = _A.smooth,
-    smooth_strength: Annotated[float, typer.Option("--smooth-strength", help="0 = off, 1 = default, higher = smoother.")] = _A.smooth_strength,
+    smooth_strength: Annotated[float, typer.Option("--smooth-strength", min=0.0, max=100.0, help="0 = off, 1 = default, higher = smoother.")] = _A.smooth_strength,
     device: Device = _A.device,
     dtype: DType = DTypeChoice(_A.dtype),
-    batch: Annotated[Optional[int], typer.Option("--batch", help="Frames per render call (default: 2 on CPU, 8 on CUDA).")] = _A.batch,
+    batch: Annotated[Optional[int], typer.Option("--batch", min=1, max=256, help="Frames per render call (default: 2 on CPU, 8 on CUDA).")] = _A.batch,
     weights: WeightsOption = None,
     landmarks: Landmarks = LandmarkChoice(_A.landmarks),
     face: Face = _A.face_index,
@@ -172,7 +172,7 @@ def _summary(result, quiet: bool) -> None:
 def demo(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output video.")] = _D.output,
     weights: WeightsOption = None,
-    seconds: Annotated[float, typer.Option("--seconds", help="Length of the synthetic motion.")] = _D.seconds,
+    seconds: Annotated[float, typer.Option("--seconds", min=0.1, max=600.0, help="Length of the synthetic motion.")] = _D.seconds,
     paste_back: Annotated[bool, typer.Option("--paste-back", help="Composite into the full portrait.")] = _D.paste_back,
     device: Device = _D.device,
     dtype: DType = DTypeChoice(_D.dtype),
@@ -196,6 +196,10 @@ def list_avatars() -> None:
 
     store = AvatarStore()
     infos = store.list()
+    skipped = sorted(set(store.names()) - {i.name for i in infos})
+    if skipped:
+        err_console.print(f"note: skipped {len(skipped)} unreadable avatar file(s): {', '.join(skipped)} "
+                          f"(thead avatars show NAME says why)", highlight=False, markup=False, soft_wrap=True)
     if not infos:
         err_console.print(f"no avatars in {store.root} (thead enroll PHOTO --name NAME)", highlight=False, markup=False)
         return
@@ -240,7 +244,7 @@ def extract(
     output: Annotated[Path, typer.Option("--output", "-o", help="The motion template (.npz).")],
     landmarks: Landmarks = LandmarkChoice(_M.landmarks),
     smooth: Annotated[bool, typer.Option("--smooth/--no-smooth", help="Smooth the landmarks over time.")] = _M.smooth,
-    smooth_strength: Annotated[float, typer.Option("--smooth-strength", help="0 = off, 1 = default.")] = _M.smooth_strength,
+    smooth_strength: Annotated[float, typer.Option("--smooth-strength", min=0.0, max=100.0, help="0 = off, 1 = default.")] = _M.smooth_strength,
     face: Face = _C.face_index,
     crop_scale: CropScale = _C.scale,
     max_frames: MaxFrames = _M.max_frames,
