@@ -27,6 +27,7 @@ import math
 import os
 import re
 import sys
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,7 +39,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from thead._atomic import atomic_file
-from thead.errors import AvatarError, UsageError
+from thead.errors import AvatarError, OutputError, UsageError
 from thead.model import Latents
 
 FORMAT = "thead-avatar"
@@ -313,6 +314,35 @@ class AvatarStore:
         return AvatarError(f"no avatar named '{name}' in {self.root}; {hint}")
 
     # -- write -----------------------------------------------------------------------------
+    def check_writable(self) -> None:
+        """Fail before any work when avatars cannot be stored here (``THEAD_HOME`` a file, a
+        read-only folder): created if missing, probed by creating a file in it."""
+        for p in (self.root, *self.root.parents):
+            if p.exists() and not p.is_dir():
+                raise OutputError(f"cannot store avatars in {self.root}: {p} is a file, not a folder (check THEAD_HOME)")
+            if p.exists():
+                break
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".probe.", dir=self.root)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise OutputError(f"cannot store avatars in {self.root}: {e.strerror or e} (check THEAD_HOME)") from None
+
+    def overwrite_note(self, name: str) -> str | None:
+        """What replacing avatar ``name`` discards, said to the user (None when it is new)."""
+        if not self.exists(name):
+            return None
+        try:
+            info = self.info(name)
+            what = f"'{name}' ({info.num_shots} shot{'s' if info.num_shots != 1 else ''}, enrolled {info.created})"
+        except AvatarError:
+            what = f"'{name}' (unreadable)"
+        tuned = self.finetuned_path(name)
+        extra = f" and its fine-tuned weights {tuned}" if tuned.is_file() else ""
+        return f"replaced avatar {what}{extra}"
+
     def save(self, avatar: Avatar, *, overwrite: bool = False) -> Path:
         """Write the avatar atomically; an existing one is replaced only with ``overwrite``.
         Replacing an avatar removes its fine-tuned weights (they belong to the old latents)."""

@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from thead.errors import UsageError
+from thead.errors import TheadError, UsageError
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -44,10 +44,10 @@ def check_new_output(output: str | os.PathLike, inputs: Iterable[str | os.PathLi
     refuse_existing(output, overwrite)
 
 
-def check_range(value: float, name: str, low: float, high: float) -> float:
+def check_range(value: float, name: str, low: float, high: float, error: type[TheadError] = UsageError) -> float:
     """A number from an option or a file within [low, high] (and finite)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
-        raise UsageError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
+        raise error(f"{name} must be between {low:g} and {high:g}, got {value!r}")
     return value
 
 
@@ -61,3 +61,53 @@ def recorded_weights(avatar) -> str | None:
         return spec
     looks_like_repo = spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and os.sep not in spec.replace("/", "")
     return spec if looks_like_repo and not Path(spec.split("@")[0]).exists() else None
+
+
+MAX_ARRAY_BYTES = 256 << 20  # one array of a motion template: ~500k frames of 68 landmarks
+
+
+def check_npz_sizes(npz, where: str | os.PathLike, max_bytes: int = MAX_ARRAY_BYTES, error: type[TheadError] = TheadError) -> None:
+    """Every member of an opened ``.npz`` (``np.load``'s NpzFile) decompresses to at most
+    ``max_bytes``, read from the zip directory before anything is inflated."""
+    for info in npz.zip.infolist():
+        if info.file_size > max_bytes:
+            raise error(f"{where}: {info.filename} would inflate to {info.file_size / 2**20:.0f} MiB "
+                             f"(at most {max_bytes >> 20} MiB); not a template thead wrote")
+
+
+SAME_PERSON_DISTANCE = 0.6  # dlib's face descriptors: the same person below this distance
+
+
+def people_in_shots(crops: list, landmarks: list) -> list[int]:
+    """A person label per shot (0, 1, ...), grouping shots whose dlib face descriptors are
+    within ``SAME_PERSON_DISTANCE`` of a group's first shot."""
+    import numpy as np
+
+    from thead.eval.idsim import DlibEmbedder
+
+    descriptors = DlibEmbedder().embed(list(crops), list(landmarks))
+    firsts: list[np.ndarray] = []
+    labels = []
+    for d in descriptors:
+        near = [i for i, f in enumerate(firsts) if np.linalg.norm(d - f) < SAME_PERSON_DISTANCE]
+        if not near:
+            firsts.append(d)
+        labels.append(near[0] if near else len(firsts) - 1)
+    return labels
+
+
+def check_one_person(shots: list, *, refuse: bool, on_note) -> None:
+    """Enrolment shots of several people give an avatar that looks like none of them: a note
+    naming where each person is, or (``refuse``) an error."""
+    if len(shots) < 2:
+        return
+    labels = people_in_shots([s.crop.image for s in shots], [s.landmarks for s in shots])
+    n = max(labels) + 1
+    if n == 1:
+        return
+    where = "; ".join(f"person {p + 1}: {', '.join(Path(s.where).name for s, l in zip(shots, labels) if l == p)}" for p in range(n))
+    if refuse:
+        from thead.errors import AvatarError
+
+        raise AvatarError(f"the shots show {n} different people ({where}); enroll one person at a time")
+    on_note(f"the shots seem to show {n} different people ({where}); the avatar will mix them (--one-person refuses this)")

@@ -102,13 +102,14 @@ def enroll(
     crop_scale: CropScale = _C.scale,
     device: Device = _E.device,
     overwrite: Annotated[bool, typer.Option("--overwrite", "-y", help="Replace an avatar of the same name (and drop its fine-tuned weights).")] = _E.overwrite,
+    one_person: Annotated[bool, typer.Option("--one-person", help="Refuse shots that show different people (by default a note says so).")] = _E.one_person,
     quiet: Quiet = False,
 ) -> None:
     """Enroll a person once: crops, landmarks and both encoders; saved in the avatar store."""
     from thead.enroll import EnrollOptions, enroll as run
     from thead.faces import CropOptions
 
-    options = EnrollOptions(shots, landmarks.value, CropOptions(scale=crop_scale, face_index=face), device, overwrite)
+    options = EnrollOptions(shots, landmarks.value, CropOptions(scale=crop_scale, face_index=face), device, overwrite, one_person=one_person)
     bar = _Bar("enroll", quiet)
     with err_console.status(f"enrolling {name}...") if bar._progress is not None else contextlib.nullcontext():
         avatar = run(source, name, options, weights=weights, on_note=bar.note)

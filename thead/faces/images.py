@@ -43,6 +43,9 @@ def _to_rgb8(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
+MIN_IMAGE_SIDE = 16
+
+
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """Read a photo as HxWx3 uint8 RGB, EXIF orientation applied.
 
@@ -64,10 +67,12 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
                 rgb = _to_rgb8(im)
     except UnidentifiedImageError:
         raise ImageError(f"{path} is not an image (unrecognised format)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as e:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
         raise ImageError(f"{path} cannot be read as an image: {e}") from None
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise ImageError(f"{path} is an empty image")
+    if min(rgb.shape[:2]) < MIN_IMAGE_SIDE:  # the face detectors fail on tinier images
+        raise ImageError(f"{path} is {rgb.shape[1]}x{rgb.shape[0]} px, too small to hold a face (at least {MIN_IMAGE_SIDE} px a side)")
     return np.ascontiguousarray(rgb)
 
 
