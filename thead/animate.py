@@ -45,7 +45,7 @@ from thead.motion import (
     open_driver,
 )
 from thead.runtime import tune_cpu_allocator
-from thead.validate import recorded_weights, refuse_same_file
+from thead.validate import check_input_file, recorded_weights, refuse_same_file
 
 DType = Literal["fp32", "bf16", "fp16"]
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -603,6 +603,7 @@ def animate(
     if not isinstance(driver, MotionTemplate):
         if not Path(driver).exists():
             raise VideoError(f"driver {driver} does not exist")
+        check_input_file(driver, "driver")
         refuse_same_file(output, [driver])
         check_output(Path(output), driver_kind(Path(driver)))
     animator = Animator.load(name, options, weights=weights, store=store)

@@ -44,6 +44,21 @@ def check_new_output(output: str | os.PathLike, inputs: Iterable[str | os.PathLi
     refuse_existing(output, overwrite)
 
 
+def check_input_file(path: str | os.PathLike, what: str) -> Path:
+    """An input that is a FIFO, a socket or a device would block or never end: refused (a
+    missing path is left to the reader, which says so)."""
+    import stat
+
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return path
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise UsageError(f"{what} {path} is not a regular file (a pipe, socket or device cannot be read twice or seeked)")
+    return path
+
+
 def check_range(value: float, name: str, low: float, high: float, error: type[TheadError] = UsageError) -> float:
     """A number from an option or a file within [low, high] (and finite)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:

@@ -73,3 +73,35 @@ def test_library_animate_and_extract_refuse_the_driver_as_output(driver):
     with pytest.raises(UsageError, match="is the input"):
         extract_motion(npz, npz)
     assert driver.read_bytes().startswith(b"not really")
+
+
+# -- inputs that are not files ----------------------------------------------------------------
+
+@pytest.mark.parametrize("command", [["animate", "someone", "--driver", "{fifo}", "-o", "{out}.mp4"],
+                                     ["motion", "extract", "{fifo}", "-o", "{out}.npz"],
+                                     ["enroll", "{fifo}", "--name", "someone"]])
+def test_a_fifo_input_is_refused_not_waited_on(tmp_path, capsys, command):
+    fifo = tmp_path / "driver.mp4"
+    os.mkfifo(fifo)
+    args = [a.format(fifo=fifo, out=tmp_path / "out") for a in command]
+    assert main(args) == 2  # returns at once: nothing opens the pipe
+    _one_line(capsys, "not a regular file")
+
+
+def test_motion_extract_quiet_prints_no_python_warning(tmp_path, capsys, monkeypatch, sample_dir):
+    import warnings
+
+    import thead.motion
+    from thead.faces import make_detector
+
+    def noisy(kind="auto", **kw):
+        warnings.warn("FAN landmarks unavailable (test); using dlib")
+        return make_detector("dlib")
+
+    monkeypatch.setattr(thead.motion, "make_detector", noisy)
+    clip = sample_dir / "test_videos/id00061/mMOd25Ag7XY/00239.mp4"
+    assert main(["motion", "extract", str(clip), "-o", str(tmp_path / "a.npz"), "--max-frames", "2", "-q"]) == 0
+    assert capsys.readouterr().err == ""
+    assert main(["motion", "extract", str(clip), "-o", str(tmp_path / "b.npz"), "--max-frames", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "note: FAN landmarks unavailable (test)" in err and "UserWarning" not in err and "warnings.warn" not in err

@@ -17,7 +17,7 @@ from rich.text import Text
 from thead.cli._app import LandmarkChoice, app, avatars_app, err_console, motion_app, out_console
 from thead.cli._defaults import option_defaults
 from thead.cli.weights import WeightsOption
-from thead.validate import check_new_output
+from thead.validate import check_input_file, check_new_output
 
 # The library's defaults, shown by --help (read without importing torch: see _defaults).
 _E = option_defaults("thead.enroll", "EnrollOptions")
@@ -106,6 +106,7 @@ def enroll(
     quiet: Quiet = False,
 ) -> None:
     """Enroll a person once: crops, landmarks and both encoders; saved in the avatar store."""
+    check_input_file(source, "source")
     from thead.enroll import EnrollOptions, enroll as run
     from thead.faces import CropOptions
 
@@ -140,6 +141,7 @@ def animate(
     quiet: Quiet = False,
 ) -> None:
     """Animate an avatar with a driver; streams, keeps the driver's fps and audio."""
+    check_input_file(driver, "driver")
     check_new_output(output, [driver], overwrite=overwrite)
     from thead.animate import AnimateOptions, animate as run
 
@@ -253,12 +255,14 @@ def extract(
     quiet: Quiet = False,
 ) -> None:
     """Save a video's motion (landmarks, fps; no pixels) to drive avatars later."""
+    check_input_file(video, "video")
     check_new_output(output, [video], overwrite=overwrite)
+    from thead.enroll import notes_from_warnings
     from thead.faces import CropOptions
     from thead.motion import DriverOptions, extract_motion
 
     options = DriverOptions(landmarks.value, CropOptions(scale=crop_scale, face_index=face), smooth, smooth_strength, max_frames)
-    with _Bar("motion", quiet) as bar:
+    with _Bar("motion", quiet) as bar, notes_from_warnings(bar.note):  # notes, not Python warnings (-q: none)
         template, missing = extract_motion(video, output, options, progress=bar, on_note=bar.note)
     if not quiet:
         err_console.print(f"wrote {output}: {template.num_frames} frames, {_fps(template.fps)}", highlight=False, markup=False)

@@ -136,6 +136,7 @@ def finetune(
 
     store = AvatarStore()
     avatar = store.load(name)
+    store.check_writable()  # a read-only store is said now, not after all the steps
     model = LSR.from_pretrained(weights or avatar.weights or None)
     if model.weights_sha256 != avatar.info.weights_sha256:  # an avatar without a hash is refused too
         raise AvatarError(f"avatar {name} was enrolled with other weights; pass the same --weights")
