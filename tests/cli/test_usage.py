@@ -28,6 +28,17 @@ USAGE_ERRORS = [
 ]
 
 
+OUT_OF_RANGE = [
+    (["enroll", "x.jpg", "--name", "a", "--crop-scale", "100"], "--crop-scale"),
+    (["demo", "--seconds", "-1"], "--seconds"),
+    (["finetune", "alice", "--steps", "0"], "--steps"),
+    (["enroll", "x.jpg", "--name", "a", "--shots", "0"], "--shots"),
+    (["animate", "a", "--driver", "x.mp4", "-o", "y.mp4", "--batch", "0"], "--batch"),
+    (["animate", "a", "--driver", "x.mp4", "-o", "y.mp4", "--face", "-1"], "--face"),
+]
+USAGE_ERRORS += OUT_OF_RANGE
+
+
 def _no_traceback(text: str) -> None:
     assert "Traceback" not in text and 'File "' not in text and "Error" not in text, text
 
