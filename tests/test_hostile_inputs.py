@@ -214,3 +214,31 @@ def test_template_values_out_of_range(tmp_path, members, message):
     _rewrite(path, **members)
     with pytest.raises(MotionError, match=message):
         MotionTemplate.load(path)
+
+
+# -- animate uses the weights the avatar records ----------------------------------------------
+
+def test_animate_loads_the_weights_recorded_in_the_avatar(tmp_path, sample_dir, parity_weights, detector, monkeypatch):
+    from thead.animate import Animator
+    from thead.validate import recorded_weights
+
+    store = AvatarStore(tmp_path / "store")
+    avatar = enroll(_frame(sample_dir), "alice", weights=parity_weights, detector=detector, store=store)
+    assert avatar.weights == str(parity_weights.resolve())
+    # No default weights reachable: only the recorded folder can work.
+    monkeypatch.delenv("THEAD_WEIGHTS", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))
+    animator = Animator.load("alice", store=store)
+    assert animator.model.weights_sha256 == avatar.info.weights_sha256
+    # A recorded folder that is gone, or a path that is no repo id, falls back to the default.
+    moved = dataclass_replace_weights(avatar, str(tmp_path / "gone"))
+    assert recorded_weights(moved) is None
+    assert recorded_weights(dataclass_replace_weights(avatar, "owner/name")) == "owner/name"
+    assert recorded_weights(dataclass_replace_weights(avatar, "")) is None
+
+
+def dataclass_replace_weights(avatar, weights):
+    import dataclasses
+
+    return dataclasses.replace(avatar, info=dataclasses.replace(avatar.info, weights=weights))
