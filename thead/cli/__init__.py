@@ -134,13 +134,25 @@ def main(argv: list[str] | None = None) -> int:
     except aborts:
         code = 130
     except exits as e:
-        return int(getattr(e, "exit_code", 0) or 0)
+        code = int(getattr(e, "exit_code", 0) or 0)
     except SystemExit as e:
-        return int(e.code or 0)
+        code = int(e.code or 0)
     if code == 130:  # some typer releases return Ctrl-C as 130 instead of raising
         err_console.print("interrupted", highlight=False)
         return 128 + received[0] if received else 130
+    if code == 0 and _bare_group(command, args):  # click < 8.2 shows that help with exit code 0
+        return 2
     return code if isinstance(code, int) else 0
+
+
+def _bare_group(command, args: list[str]) -> bool:
+    """``thead`` or ``thead GROUP`` without a command (a usage error that shows the help)."""
+    node = command
+    for a in args:
+        node = getattr(node, "commands", {}).get(a)
+        if node is None:
+            return False
+    return bool(getattr(node, "commands", None))
 
 
 def entry() -> None:  # console_scripts
