@@ -242,3 +242,22 @@ def dataclass_replace_weights(avatar, weights):
     import dataclasses
 
     return dataclasses.replace(avatar, info=dataclasses.replace(avatar.info, weights=weights))
+
+
+def test_a_video_of_tiny_frames_is_one_video_error(tmp_path):
+    import av
+
+    from thead.errors import VideoError
+    from thead.video import open_video
+
+    path = tmp_path / "tiny.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 4, 4, "yuv420p"
+        for _ in range(3):
+            for p in s.encode(av.VideoFrame.from_ndarray(np.zeros((4, 4, 3), np.uint8), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    with pytest.raises(VideoError, match="4x4 px frames, too small"):
+        open_video(path)

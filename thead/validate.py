@@ -12,6 +12,8 @@ from pathlib import Path
 
 from thead.errors import TheadError, UsageError
 
+MIN_IMAGE_SIDE = 16  # images and video frames: the face detectors fail on tinier ones
+
 
 def _same_file(a: Path, b: Path) -> bool:
     try:

@@ -17,6 +17,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from thead._atomic import atomic_file
 from thead.errors import ImageError
+from thead.validate import MIN_IMAGE_SIDE
 
 if TYPE_CHECKING:  # torch is imported only by the tensor helpers (prep workers never need it)
     import torch
@@ -41,9 +42,6 @@ def _to_rgb8(im: Image.Image) -> np.ndarray:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
     return np.asarray(im.convert("RGB"))
-
-
-MIN_IMAGE_SIDE = 16
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
