@@ -45,6 +45,7 @@ from thead.motion import (
     open_driver,
 )
 from thead.runtime import tune_cpu_allocator
+from thead.validate import check_input_file, recorded_weights, refuse_same_file
 
 DType = Literal["fp32", "bf16", "fp16"]
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -354,8 +355,10 @@ def check_output(output: Path, driver_kind: str) -> None:
 def check_compatible(model: LSR, avatar: Avatar) -> None:
     """Refuse an avatar whose latents came from other weights (they would mean nothing)."""
     mine, theirs = getattr(model, "weights_sha256", None) or "", avatar.info.weights_sha256
-    if mine and theirs and mine != theirs:
+    if mine and mine != theirs:  # an avatar without a hash is refused like one of other weights
         made_with = f"{avatar.weights} (sha256 {theirs[:12]})" if avatar.weights else f"sha256 {theirs[:12]}"
+        if not theirs:
+            made_with = "weights it does not record (no sha256 in the avatar)"
         raise AvatarError(
             f"avatar '{avatar.name}' was enrolled with other weights, {made_with}, these are sha256 {mine[:12]}; "
             f"pass those with --weights, or enroll it again with these (thead enroll SOURCE --name {avatar.name} --overwrite)"
@@ -435,7 +438,7 @@ class Animator:
         None for the default), and the avatar's fine-tuned weights when they fit."""
         store = store if store is not None else AvatarStore()
         avatar = store.load(name)
-        model = LSR.from_pretrained(weights, networks=RENDER_NETWORKS)
+        model = LSR.from_pretrained(weights if weights is not None else recorded_weights(avatar), networks=RENDER_NETWORKS)
         check_compatible(model, avatar)
         personal = store.load_finetuned(name) if options.finetuned else None
         use_personal = personal is not None and personal.base_weights_sha256 == model.weights_sha256
@@ -600,6 +603,8 @@ def animate(
     if not isinstance(driver, MotionTemplate):
         if not Path(driver).exists():
             raise VideoError(f"driver {driver} does not exist")
+        check_input_file(driver, "driver")
+        refuse_same_file(output, [driver])
         check_output(Path(output), driver_kind(Path(driver)))
     animator = Animator.load(name, options, weights=weights, store=store)
     if animator.personal_skipped:

@@ -23,9 +23,11 @@ Every file is written atomically.
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
 import sys
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,7 +39,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from thead._atomic import atomic_file
-from thead.errors import AvatarError, UsageError
+from thead.errors import AvatarError, OutputError, UsageError
 from thead.model import Latents
 
 FORMAT = "thead-avatar"
@@ -134,8 +136,23 @@ class AvatarInfo:
                 photo_size=(w, h),
                 z_dim=int(meta["z_dim"]),
             )
-        except (KeyError, ValueError) as e:
+        except (KeyError, ValueError, AttributeError) as e:
             raise AvatarError(f"{where} has malformed metadata ({e})") from None
+        except AvatarError as e:
+            raise AvatarError(f"{where}: {e}") from None
+
+    def __post_init__(self) -> None:
+        """Metadata values within what thead writes (they size what is loaded next)."""
+        w, h = self.photo_size
+        problems = [
+            (not 1 <= self.num_shots <= 4096, f"num_shots {self.num_shots}"),
+            (not 1 <= self.z_dim <= 2048, f"z_dim {self.z_dim}"),
+            (not (math.isfinite(self.crop_scale) and 0.1 <= self.crop_scale <= 10), f"crop_scale {self.crop_scale}"),
+            (not (1 <= w <= MAX_PHOTO_SIDE and 1 <= h <= MAX_PHOTO_SIDE), f"photo_size {w}x{h}"),
+        ]
+        bad = [what for wrong, what in problems if wrong]
+        if bad:
+            raise AvatarError(f"avatar '{self.name}' has impossible metadata: {', '.join(bad)}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -200,12 +217,49 @@ def _encode_png(image: np.ndarray) -> np.ndarray:
     return np.frombuffer(buf.getvalue(), np.uint8)
 
 
-def _decode_png(data: np.ndarray, where: str) -> np.ndarray:
+def _decode_png(data: np.ndarray, where: str, size: tuple[int, int] | None = None) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data.tobytes())) as im:
+            if size is not None and im.size != tuple(size):  # checked from the header, before decoding
+                raise AvatarError(f"{where}: the stored photo is {im.size[0]}x{im.size[1]}, its metadata says {size[0]}x{size[1]}")
             return np.asarray(im.convert("RGB"))
+    except AvatarError:
+        raise
     except Exception as e:  # PIL raises several types for corrupt data
         raise AvatarError(f"{where}: the stored photo is corrupt ({e})") from None
+
+
+_TENSORS = {  # name: (dtypes, shape with K for the shots and Z for z_dim)
+    "z_style": ((torch.float32,), (1, "Z")),
+    "z_layout": ((torch.float32,), (1, "Z")),
+    "shots": ((torch.uint8,), ("K", 224, 224, 3)),
+    "landmarks": ((torch.float32,), ("K", 68, 2)),
+    "photo_png": ((torch.uint8,), (None,)),
+    "photo_to_crop": ((torch.float64, torch.float32), (3, 3)),
+}
+
+
+def _check_tensors(t: dict[str, torch.Tensor], info: AvatarInfo, where: str) -> None:
+    """A hand-edited or damaged avatar is refused here, naming what is wrong: missing tensors,
+    dtypes, shapes (K shots of 224x224 RGB with 68 landmarks each, latents of the metadata's
+    size), non-finite values, a crop transform that cannot be inverted."""
+    missing = [k for k in _TENSORS if k not in t]
+    if missing:
+        raise AvatarError(f"{where} lacks {', '.join(missing)}")
+    sizes = {"K": info.num_shots, "Z": info.z_dim}
+    for name, (dtypes, shape) in _TENSORS.items():
+        v = t[name]
+        if v.dtype not in dtypes:
+            raise AvatarError(f"{where}: {name} is {str(v.dtype).removeprefix('torch.')}, expected {str(dtypes[0]).removeprefix('torch.')}")
+        want = tuple(sizes.get(d, d) if isinstance(d, str) else d for d in shape)
+        if len(v.shape) != len(want) or any(w is not None and s != w for s, w in zip(v.shape, want)):
+            shown = "x".join("N" if w is None else str(w) for w in want)
+            raise AvatarError(f"{where}: {name} has shape {'x'.join(map(str, v.shape)) or 'scalar'}, expected {shown}")
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise AvatarError(f"{where}: {name} holds NaN or infinite values")
+    m = t["photo_to_crop"].double()
+    if not torch.allclose(m[2], torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)) or abs(float(torch.linalg.det(m[:2, :2]))) < 1e-9:
+        raise AvatarError(f"{where}: photo_to_crop is not an invertible affine transform")
 
 
 def limit_photo(photo: np.ndarray, photo_to_crop: np.ndarray, max_side: int = MAX_PHOTO_SIDE):
@@ -260,6 +314,35 @@ class AvatarStore:
         return AvatarError(f"no avatar named '{name}' in {self.root}; {hint}")
 
     # -- write -----------------------------------------------------------------------------
+    def check_writable(self) -> None:
+        """Fail before any work when avatars cannot be stored here (``THEAD_HOME`` a file, a
+        read-only folder): created if missing, probed by creating a file in it."""
+        for p in (self.root, *self.root.parents):
+            if p.exists() and not p.is_dir():
+                raise OutputError(f"cannot store avatars in {self.root}: {p} is a file, not a folder (check THEAD_HOME)")
+            if p.exists():
+                break
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".probe.", dir=self.root)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise OutputError(f"cannot store avatars in {self.root}: {e.strerror or e} (check THEAD_HOME)") from None
+
+    def overwrite_note(self, name: str) -> str | None:
+        """What replacing avatar ``name`` discards, said to the user (None when it is new)."""
+        if not self.exists(name):
+            return None
+        try:
+            info = self.info(name)
+            what = f"'{name}' ({info.num_shots} shot{'s' if info.num_shots != 1 else ''}, enrolled {info.created})"
+        except AvatarError:
+            what = f"'{name}' (unreadable)"
+        tuned = self.finetuned_path(name)
+        extra = f" and its fine-tuned weights {tuned}" if tuned.is_file() else ""
+        return f"replaced avatar {what}{extra}"
+
     def save(self, avatar: Avatar, *, overwrite: bool = False) -> Path:
         """Write the avatar atomically; an existing one is replaced only with ``overwrite``.
         Replacing an avatar removes its fine-tuned weights (they belong to the old latents)."""
@@ -340,20 +423,15 @@ class AvatarStore:
             t = load_file(str(path))
         except (SafetensorError, OSError) as e:
             raise AvatarError(f"{path} is corrupt ({e}); remove it with thead avatars rm {name}") from None
-        needed = ("z_style", "z_layout", "shots", "landmarks", "photo_png", "photo_to_crop")
-        missing = [k for k in needed if k not in t]
-        if missing:
-            raise AvatarError(f"{path} lacks {', '.join(missing)}")
-        shots, landmarks = t["shots"].numpy(), t["landmarks"].numpy()
-        if shots.ndim != 4 or landmarks.shape != (shots.shape[0], 68, 2) or t["z_style"].shape != (1, info.z_dim):
-            raise AvatarError(f"{path} has tensors of inconsistent shapes")
+        _check_tensors(t, info, str(path))
+        photo = _decode_png(t["photo_png"].numpy(), str(path), info.photo_size)
         return Avatar(
             info=info,
             z_style=t["z_style"],
             z_layout=t["z_layout"],
-            shots=shots,
-            landmarks=landmarks,
-            photo=_decode_png(t["photo_png"].numpy(), str(path)),
+            shots=t["shots"].numpy(),
+            landmarks=t["landmarks"].numpy(),
+            photo=photo,
             photo_to_crop=t["photo_to_crop"].numpy(),
         )
 

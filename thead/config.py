@@ -21,6 +21,27 @@ from thead.errors import WeightsError
 
 FORMAT_VERSION = 1
 
+# Sane limits for every value a config.json can hold, checked before any network is built
+# (the release: widths 512, 6 down-samplings, 98 M parameters). A config outside them is
+# refused instead of allocating whatever it asks for.
+LIMITS = {
+    "in_channels": (1, 64), "out_channels": (1, 64), "aux_channels": (0, 64), "num_classes": (1, 256),
+    "nf": (1, 1024), "nf_max": (1, 1024), "z_dim": (1, 2048), "spade_hidden": (1, 1024),
+    "num_downsamples": (1, 9), "num_levels": (1, 9), "num_upsamples": (1, 9), "seed_size": (1, 64),
+    "resolution": (8, 2048),
+}
+MAX_PARAMETERS = 1_000_000_000  # the estimate (an upper bound) of a whole LSR's parameters
+
+
+def _check_fields(config: Any, where: str) -> None:
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.name not in LIMITS:
+            continue
+        low, high = LIMITS[f.name]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise WeightsError(f"config '{where}{f.name}' must be an integer from {low} to {high}, got {value!r}")
+
 
 @dataclass(frozen=True)
 class EncoderConfig:
@@ -31,6 +52,10 @@ class EncoderConfig:
     nf_max: int = 512  # hard-coded in the release (no flag)
     num_downsamples: int = 6
     z_dim: int = 512
+
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "")
 
 
 @dataclass(frozen=True)
@@ -44,6 +69,10 @@ class LayoutGeneratorConfig:
     z_dim: int = 512
     num_classes: int = 19
     aux_channels: int = 3  # multi-task RGB head (ref §9.3)
+
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "")
 
 
 @dataclass(frozen=True)
@@ -60,6 +89,10 @@ class ImageGeneratorConfig:
     out_channels: int = 3
 
 
+    def __post_init__(self) -> None:
+        _check_fields(self, "")
+
+
 @dataclass(frozen=True)
 class DiscriminatorConfig:
     """D (ref §4.4): conditional StyleGAN2-like ResNet on [image ‖ contour]."""
@@ -68,6 +101,10 @@ class DiscriminatorConfig:
     nf: int = 32  # d_nf
     nf_max: int = 512  # hard-coded in the release
     num_downsamples: int = 6
+
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "")
 
 
 @dataclass(frozen=True)
@@ -82,6 +119,7 @@ class LSRConfig:
     resolution: int = 224
 
     def __post_init__(self) -> None:
+        _check_fields(self, "")
         g = self.image_generator
         if g.seed_size * 2**g.num_upsamples != self.resolution:
             raise WeightsError(
@@ -90,6 +128,32 @@ class LSRConfig:
             )
         if self.style_encoder.z_dim != g.z_dim or self.layout_encoder.z_dim != self.layout_generator.z_dim:
             raise WeightsError("encoder latent sizes do not match the generators' z_dim")
+        for name, n in [("style_encoder", self.style_encoder.num_downsamples), ("layout_encoder", self.layout_encoder.num_downsamples),
+                        ("layout_generator", self.layout_generator.num_levels), ("discriminator", self.discriminator.num_downsamples)]:
+            if self.resolution >> n < 1:
+                raise WeightsError(f"config '{name}' down-samples {self.resolution} px {n} times (below one pixel)")
+        if self.estimated_parameters() > MAX_PARAMETERS:
+            raise WeightsError(
+                f"config describes a model of up to {self.estimated_parameters() / 1e9:.1f} G parameters; "
+                f"thead builds at most {MAX_PARAMETERS / 1e9:g} G (the release has 0.1 G)"
+            )
+
+    def estimated_parameters(self) -> int:
+        """An upper bound of the parameter count, from the widths alone (no network is built):
+        every block taken at full width, ~20 W² for its 3x3 convolutions and shortcut, plus the
+        dense layers. Tests check it bounds the real count."""
+        def blocks(n: int, w: int) -> int:
+            return n * 20 * w * w
+
+        enc = [blocks(e.num_downsamples, e.nf_max) + e.z_dim * e.nf_max * 64 for e in (self.style_encoder, self.layout_encoder)]
+        lg = self.layout_generator
+        layout = blocks(2 * lg.num_levels, lg.nf_max) + lg.num_levels * 4 * lg.z_dim * lg.nf_max
+        g = self.image_generator
+        spade = 3 * 9 * g.spade_hidden * (g.num_classes + 2 * g.nf_max)
+        image = (g.num_upsamples + 1) * (20 * g.nf_max**2 + spade + 4 * g.z_dim * g.nf_max) + g.z_dim * g.seed_size**2 * g.nf_max
+        d = self.discriminator
+        disc = blocks(d.num_downsamples + 1, d.nf_max) + 64 * d.nf_max
+        return sum(enc) + layout + image + disc
 
     @classmethod
     def reduced(cls) -> LSRConfig:
@@ -134,6 +198,10 @@ class LSRConfig:
             d = json.loads(text)
         except json.JSONDecodeError as e:
             raise WeightsError(f"config.json is not valid JSON: {e}") from None
+        except RecursionError:
+            raise WeightsError("config.json is nested too deeply to be a thead config") from None
+        if not isinstance(d, dict):
+            raise WeightsError(f"config.json must hold a JSON object, got a {type(d).__name__}")
         if d.get("_class_name") != "LSR":
             raise WeightsError(f"config.json describes {d.get('_class_name')!r}, not an LSR model")
         if d.get("format_version") != FORMAT_VERSION:
@@ -162,4 +230,7 @@ def _build(cls: type, value: Any, where: str) -> Any:
         raise WeightsError(f"config '{where}' has unknown keys: {', '.join(sorted(unknown))}")
     if missing:
         raise WeightsError(f"config '{where}' is missing: {', '.join(sorted(missing))}")
-    return cls(**value)
+    try:
+        return cls(**value)
+    except WeightsError as e:  # name the sub-config the value is in
+        raise WeightsError(str(e).replace("config '", f"config '{where}.", 1)) from None

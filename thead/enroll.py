@@ -39,6 +39,7 @@ from thead.faces import (
 from thead.faces.images import IMAGE_SUFFIXES
 from thead.faces.landmarks import DetectorKind
 from thead.model import ENCODE_NETWORKS, LSR
+from thead.validate import check_one_person
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg")
 
@@ -54,6 +55,7 @@ class EnrollOptions:
     crop: framing of the face crops (``--crop-scale``, ``--face N``).
     device: where the encoders run (None: CUDA when present, else CPU).
     overwrite: replace an existing avatar of the same name.
+    one_person: refuse shots that show different people (by default a note says so).
     """
 
     num_shots: int = 8
@@ -61,6 +63,7 @@ class EnrollOptions:
     crop: CropOptions = field(default_factory=CropOptions)
     device: str | None = None
     overwrite: bool = False
+    one_person: bool = False
 
     def __post_init__(self):
         if self.num_shots < 1:
@@ -311,6 +314,8 @@ def enroll(
     store = store if store is not None else AvatarStore()
     if save and store.exists(name) and not options.overwrite:
         raise AvatarError(f"an avatar named '{name}' already exists (choose another --name or use --overwrite)")
+    if save:
+        store.check_writable()  # THEAD_HOME a file or read-only: said now, not after the work
     source_kind(Path(source))
     device = resolve_device(options.device)
 
@@ -322,6 +327,7 @@ def enroll(
     with notes_from_warnings(on_note):
         detector = detector if detector is not None else make_detector(options.landmarks, device=str(device))
         shots = collect_shots(source, options, detector, on_note)
+    check_one_person(shots, refuse=options.one_person, on_note=on_note)
 
     # 3. Both encoders, batched over the K shots, and the avatar.
     avatar = avatar_from_shots(
@@ -329,5 +335,8 @@ def enroll(
         crop_scale=float(options.crop.scale), weights=_weights_label(weights, loaded),
     )
     if save:
+        replaced = store.overwrite_note(name) if options.overwrite else None
         store.save(avatar, overwrite=options.overwrite)
+        if replaced:
+            on_note(replaced)
     return avatar

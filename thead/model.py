@@ -178,7 +178,11 @@ class LSR(nn.Module):
         Strict: a missing or unexpected tensor, or a shape mismatch, raises ``WeightsError``.
         """
         folder = resolve_weights_folder(path_or_repo, revision=revision)
-        config = LSRConfig.from_json(_read(folder / CONFIG_NAME))
+        text = _read(folder / CONFIG_NAME)
+        try:  # checked (types, limits, size) before any network is built
+            config = LSRConfig.from_json(text)
+        except WeightsError as e:
+            raise WeightsError(f"{folder / CONFIG_NAME}: {e}") from None
         model = cls(config, networks=networks)
         try:
             state = load_file(str(folder / WEIGHTS_NAME))

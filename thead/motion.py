@@ -60,6 +60,7 @@ from thead.faces import (
 )
 from thead.faces.images import IMAGE_SUFFIXES
 from thead.faces.landmarks import DetectorKind
+from thead.validate import check_npz_sizes, check_range, refuse_same_file
 
 MotionKind = Literal["relative", "absolute"]
 MOTION_KINDS: tuple[str, ...] = ("relative", "absolute")
@@ -130,6 +131,7 @@ class MotionTemplate:
             raise MotionError(f"motion template {path} does not exist")
         try:
             with np.load(path, allow_pickle=False) as z:
+                check_npz_sizes(z, path, error=MotionError)
                 if str(z["format"]) != TEMPLATE_FORMAT:
                     raise MotionError(f"{path} is not a thead motion template")
                 if int(z["format_version"]) != TEMPLATE_VERSION:
@@ -141,6 +143,8 @@ class MotionTemplate:
                     fps=Fraction(num, den),
                     crop_size=int(z["crop_size"]),
                 )
+                check_range(template.crop_size, f"{path}: crop_size", 8, 4096, MotionError)
+                check_range(float(template.fps), f"{path}: fps", 0.01, 1000, MotionError)
                 if template.num_frames != int(z["num_frames"]):
                     raise MotionError(f"{path} says {int(z['num_frames'])} frames but holds {template.num_frames}")
         except MotionError:
@@ -482,6 +486,8 @@ def extract_motion(
     """
     if output is not None and Path(output).suffix.lower() != TEMPLATE_SUFFIX:
         raise UsageError(f"a motion template is an .npz file, got {Path(output).name}")
+    if output is not None:
+        refuse_same_file(output, [driver])
     source = open_driver(driver, options, detector=detector, on_note=on_note)
     if not isinstance(source, VideoDriver):
         raise UsageError(f"motion templates are extracted from videos, got a {source.kind}: {driver}")

@@ -192,8 +192,9 @@ def tool_notes(options: PrepOptions) -> list[str]:
         notes.append(note)
     if options.segmaps and not parsing.parser_available():
         notes.append(
-            f"face parser weights not found (set {parsing.WEIGHTS_ENV} or run "
-            "thead.faces.parsing.download_parser_weights()); writing no segmaps"
+            f"face parser weights not found (set {parsing.WEIGHTS_ENV} to the file, or fetch them once with "
+            "python -c 'import thead.faces.parsing as p; p.download_parser_weights()'); "
+            "writing no segmaps (--no-segmaps says this is intended)"
         )
     return notes
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from thead._atomic import atomic_file
 from thead.errors import OutputError, UsageError, VideoError
+from thead.validate import MIN_IMAGE_SIDE
 
 __all__ = [
     "Frame",
@@ -206,6 +207,8 @@ class VideoReader:
         self.rotation = (0, 90, 180, -90)[quarter_turns]
         w, h = self._first.width, self._first.height
         self.size = (h, w) if quarter_turns % 2 else (w, h)
+        if min(w, h) < MIN_IMAGE_SIDE:
+            raise VideoError(f"{self.path} has {w}x{h} px frames, too small to hold a face (at least {MIN_IMAGE_SIDE} px a side)")
         self._iterated = False
 
     def _check_index(self) -> int | None:

@@ -47,15 +47,18 @@ def _with_trailer(block: bytes) -> bytes:
     return block + b"\x00" + struct.pack("<I", _mask(crc32c.crc32c(block + b"\x00")))
 
 
-def write_bundle(prefix: Path, tensors: dict[str, np.ndarray]) -> None:
+def write_bundle(prefix: Path, tensors: dict[str, np.ndarray], claimed: dict[str, tuple[tuple[int, ...], int]] | None = None) -> None:
+    """``claimed``: key -> (shape, byte size) written in the index instead of the array's own
+    (a hostile or damaged index; the data file keeps the real bytes)."""
     data, entries = bytearray(), []
     for key in sorted(tensors):
         a = np.ascontiguousarray(tensors[key])
         raw = a.tobytes()
-        shape = b"".join(_bytes_field(2, _field(1, 0, _varint(d))) for d in a.shape)
+        dims, size = (claimed or {}).get(key, (a.shape, len(raw)))
+        shape = b"".join(_bytes_field(2, _field(1, 0, _varint(d))) for d in dims)
         entry = (
             _field(1, 0, _varint(_DT[a.dtype])) + _bytes_field(2, shape) + _field(4, 0, _varint(len(data)))
-            + _field(5, 0, _varint(len(raw))) + _field(6, 5, struct.pack("<I", _mask(crc32c.crc32c(raw))))
+            + _field(5, 0, _varint(size)) + _field(6, 5, struct.pack("<I", _mask(crc32c.crc32c(raw))))
         )
         entries.append((key.encode(), entry))
         data += raw

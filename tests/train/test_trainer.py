@@ -92,6 +92,20 @@ def test_interrupted_and_resumed_run_is_bit_exact(data, index_path, tmp_path):
     assert Image.open(grid).size == (4 * 224, 224)  # contour | layout | output | target
 
 
+def test_sigterm_checkpoints_and_stops_like_ctrl_c(data, index_path, tmp_path):
+    cfg = tiny_meta_config()
+
+    def sigterm_at_step_1(report):
+        if report.step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # a scheduler stopping the job
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=tmp_path / "run", steps=4, on_step=sigterm_at_step_1, data=data, model_config=LSRConfig.reduced(),
+              loss_networks=tiny_loss_networks(), index_path=index_path)
+    assert latest_checkpoint(tmp_path / "run").name == "step-000000002"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+
+
 def _torchrun(args: list[str], nproc: int) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", str(nproc)]

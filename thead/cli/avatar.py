@@ -14,15 +14,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
-from thead.animate import AnimateOptions
 from thead.cli._app import LandmarkChoice, app, avatars_app, err_console, motion_app, out_console
+from thead.cli._defaults import option_defaults
 from thead.cli.weights import WeightsOption
-from thead.demo import DemoOptions
-from thead.enroll import EnrollOptions
-from thead.faces import CropOptions
-from thead.motion import DriverOptions
+from thead.validate import check_input_file, check_new_output
 
-_E, _A, _D, _C, _M = EnrollOptions(), AnimateOptions(), DemoOptions(), CropOptions(), DriverOptions()
+# The library's defaults, shown by --help (read without importing torch: see _defaults).
+_E = option_defaults("thead.enroll", "EnrollOptions")
+_A = option_defaults("thead.animate", "AnimateOptions")
+_D = option_defaults("thead.demo", "DemoOptions")
+_C = option_defaults("thead.faces.crop", "CropOptions")
+_M = option_defaults("thead.motion", "DriverOptions")
 
 
 class MotionChoice(str, enum.Enum):
@@ -39,10 +41,11 @@ class DTypeChoice(str, enum.Enum):
 Device = Annotated[Optional[str], typer.Option("--device", help="cpu or cuda (default: cuda when present).")]
 DType = Annotated[DTypeChoice, typer.Option("--dtype", help="fp32; bf16 (~2x faster on AVX512-BF16 CPUs and GPUs); fp16 (CUDA).")]
 Landmarks = Annotated[LandmarkChoice, typer.Option("--landmarks", help="Landmark backend: auto (FAN if installed and cached, else dlib).")]
-Face = Annotated[int, typer.Option("--face", help="Which face when there are several: 0 = the largest.")]
-CropScale = Annotated[float, typer.Option("--crop-scale", help="Crop side multiplier (>1 shows more background).")]
+Face = Annotated[int, typer.Option("--face", min=0, help="Which face when there are several: 0 = the largest.")]
+CropScale = Annotated[float, typer.Option("--crop-scale", min=0.25, max=4.0, help="Crop side multiplier (>1 shows more background).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or notes; errors only.")]
-MaxFrames = Annotated[Optional[int], typer.Option("--max-frames", help="Stop after this many driver frames.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", "-y", help="Replace the output file if it exists.")]
+MaxFrames = Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Stop after this many driver frames.")]
 
 
 class _FpsColumn(ProgressColumn):
@@ -92,19 +95,22 @@ def _fps(fps) -> str:
 def enroll(
     source: Annotated[Path, typer.Argument(help="A photo, a folder of photos, or a video of one person.")],
     name: Annotated[str, typer.Option("--name", help="The avatar's name (letters, digits, '-', '_').")],
-    shots: Annotated[int, typer.Option("--shots", help="K: photos or video frames to encode (at most those available).")] = _E.num_shots,
+    shots: Annotated[int, typer.Option("--shots", min=1, max=1024, help="K: photos or video frames to encode (at most those available).")] = _E.num_shots,
     weights: WeightsOption = None,
     landmarks: Landmarks = LandmarkChoice(_E.landmarks),
     face: Face = _C.face_index,
     crop_scale: CropScale = _C.scale,
     device: Device = _E.device,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an avatar of the same name.")] = _E.overwrite,
+    overwrite: Annotated[bool, typer.Option("--overwrite", "-y", help="Replace an avatar of the same name (and drop its fine-tuned weights).")] = _E.overwrite,
+    one_person: Annotated[bool, typer.Option("--one-person", help="Refuse shots that show different people (by default a note says so).")] = _E.one_person,
     quiet: Quiet = False,
 ) -> None:
     """Enroll a person once: crops, landmarks and both encoders; saved in the avatar store."""
-    from thead.enroll import enroll as run
+    check_input_file(source, "source")
+    from thead.enroll import EnrollOptions, enroll as run
+    from thead.faces import CropOptions
 
-    options = EnrollOptions(shots, landmarks.value, CropOptions(scale=crop_scale, face_index=face), device, overwrite)
+    options = EnrollOptions(shots, landmarks.value, CropOptions(scale=crop_scale, face_index=face), device, overwrite, one_person=one_person)
     bar = _Bar("enroll", quiet)
     with err_console.status(f"enrolling {name}...") if bar._progress is not None else contextlib.nullcontext():
         avatar = run(source, name, options, weights=weights, on_note=bar.note)
@@ -121,20 +127,23 @@ def animate(
     paste_back: Annotated[bool, typer.Option("--paste-back", help="Composite into the avatar's photo at its resolution.")] = _A.paste_back,
     compare: Annotated[bool, typer.Option("--compare", help="Driver crop and result side by side.")] = _A.compare,
     smooth: Annotated[bool, typer.Option("--smooth/--no-smooth", help="Smooth the driver's landmarks over time (One-Euro).")] = _A.smooth,
-    smooth_strength: Annotated[float, typer.Option("--smooth-strength", help="0 = off, 1 = default, higher = smoother.")] = _A.smooth_strength,
+    smooth_strength: Annotated[float, typer.Option("--smooth-strength", min=0.0, max=100.0, help="0 = off, 1 = default, higher = smoother.")] = _A.smooth_strength,
     device: Device = _A.device,
     dtype: DType = DTypeChoice(_A.dtype),
-    batch: Annotated[Optional[int], typer.Option("--batch", help="Frames per render call (default: 2 on CPU, 8 on CUDA).")] = _A.batch,
+    batch: Annotated[Optional[int], typer.Option("--batch", min=1, max=256, help="Frames per render call (default: 2 on CPU, 8 on CUDA).")] = _A.batch,
     weights: WeightsOption = None,
     landmarks: Landmarks = LandmarkChoice(_A.landmarks),
     face: Face = _A.face_index,
     crop_scale: CropScale = _A.crop_scale,
     max_frames: MaxFrames = _A.max_frames,
     finetuned: Annotated[bool, typer.Option("--finetuned/--no-finetuned", help="Use the avatar's fine-tuned weights when it has some.")] = _A.finetuned,
+    overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
     """Animate an avatar with a driver; streams, keeps the driver's fps and audio."""
-    from thead.animate import animate as run
+    check_input_file(driver, "driver")
+    check_new_output(output, [driver], overwrite=overwrite)
+    from thead.animate import AnimateOptions, animate as run
 
     options = AnimateOptions(
         motion=motion.value, paste_back=paste_back, compare=compare, smooth=smooth, smooth_strength=smooth_strength,
@@ -166,14 +175,16 @@ def _summary(result, quiet: bool) -> None:
 def demo(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output video.")] = _D.output,
     weights: WeightsOption = None,
-    seconds: Annotated[float, typer.Option("--seconds", help="Length of the synthetic motion.")] = _D.seconds,
+    seconds: Annotated[float, typer.Option("--seconds", min=0.1, max=600.0, help="Length of the synthetic motion.")] = _D.seconds,
     paste_back: Annotated[bool, typer.Option("--paste-back", help="Composite into the full portrait.")] = _D.paste_back,
     device: Device = _D.device,
     dtype: DType = DTypeChoice(_D.dtype),
+    overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
     """Enroll scikit-image's astronaut portrait and animate it (nod, turn, blinks, speech)."""
-    from thead.demo import demo as run
+    check_new_output(output, overwrite=overwrite)
+    from thead.demo import DemoOptions, demo as run
 
     options = DemoOptions(output=output, seconds=seconds, paste_back=paste_back, device=device, dtype=dtype.value)
     with _Bar("demo", quiet) as bar:
@@ -188,6 +199,10 @@ def list_avatars() -> None:
 
     store = AvatarStore()
     infos = store.list()
+    skipped = sorted(set(store.names()) - {i.name for i in infos})
+    if skipped:
+        err_console.print(f"note: skipped {len(skipped)} unreadable avatar file(s): {', '.join(skipped)} "
+                          f"(thead avatars show NAME says why)", highlight=False, markup=False, soft_wrap=True)
     if not infos:
         err_console.print(f"no avatars in {store.root} (thead enroll PHOTO --name NAME)", highlight=False, markup=False)
         return
@@ -232,17 +247,22 @@ def extract(
     output: Annotated[Path, typer.Option("--output", "-o", help="The motion template (.npz).")],
     landmarks: Landmarks = LandmarkChoice(_M.landmarks),
     smooth: Annotated[bool, typer.Option("--smooth/--no-smooth", help="Smooth the landmarks over time.")] = _M.smooth,
-    smooth_strength: Annotated[float, typer.Option("--smooth-strength", help="0 = off, 1 = default.")] = _M.smooth_strength,
+    smooth_strength: Annotated[float, typer.Option("--smooth-strength", min=0.0, max=100.0, help="0 = off, 1 = default.")] = _M.smooth_strength,
     face: Face = _C.face_index,
     crop_scale: CropScale = _C.scale,
     max_frames: MaxFrames = _M.max_frames,
+    overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
     """Save a video's motion (landmarks, fps; no pixels) to drive avatars later."""
-    from thead.motion import extract_motion
+    check_input_file(video, "video")
+    check_new_output(output, [video], overwrite=overwrite)
+    from thead.enroll import notes_from_warnings
+    from thead.faces import CropOptions
+    from thead.motion import DriverOptions, extract_motion
 
     options = DriverOptions(landmarks.value, CropOptions(scale=crop_scale, face_index=face), smooth, smooth_strength, max_frames)
-    with _Bar("motion", quiet) as bar:
+    with _Bar("motion", quiet) as bar, notes_from_warnings(bar.note):  # notes, not Python warnings (-q: none)
         template, missing = extract_motion(video, output, options, progress=bar, on_note=bar.note)
     if not quiet:
         err_console.print(f"wrote {output}: {template.num_frames} frames, {_fps(template.fps)}", highlight=False, markup=False)

@@ -10,10 +10,10 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from thead.cli._app import LandmarkChoice, app, err_console, out_console
+from thead.cli._defaults import option_defaults
 from thead.errors import UsageError
-from thead.eval.options import EvalOptions
 
-_D = EvalOptions()  # the defaults, shown by --help
+_D = option_defaults("thead.eval.options", "EvalOptions")  # the defaults, shown by --help
 
 
 class IdModelChoice(str, enum.Enum):
@@ -65,6 +65,7 @@ def eval_command(
     """Evaluate LSR on the few-shot test set (PSNR, SSIM, LPIPS, ID-SIM, NMKE, FID) and write
     table.txt, report.json, report.csv and metrics_vs_shots.png."""
     from thead.eval import evaluate, write_report
+    from thead.eval.options import EvalOptions
     from thead.eval.report import results_table
 
     options = EvalOptions(

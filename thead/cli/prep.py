@@ -9,9 +9,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from thead.cli._app import app, err_console
-from thead.prep import ClipFailure, PrepOptions, prepare, tool_notes
+from thead.cli._defaults import option_defaults
 
-_DEFAULTS = PrepOptions()
+_DEFAULTS = option_defaults("thead.prep", "PrepOptions")  # shown by --help, read without importing
 
 
 @app.command("prep")
@@ -28,6 +28,8 @@ def prep_command(
     device: Annotated[str, typer.Option(help="Torch device for FAN and the face parser.")] = _DEFAULTS.device,
 ) -> None:
     """Prepare training data: frames, contour drawings and segmaps, resumable, with a manifest."""
+    from thead.prep import ClipFailure, PrepOptions, prepare, tool_notes
+
     options = PrepOptions(mode=mode, k=k, workers=workers, landmarks=landmarks, segmaps=segmaps, device=device)
     columns = (TextColumn("prep"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as bar:

@@ -134,8 +134,8 @@ def export(
 @app.command("finetune")
 def finetune(
     name: Annotated[str, typer.Argument(help="The avatar to fine-tune.")],
-    shots: Annotated[Optional[int], typer.Option("--shots", help="K, which sets the step count (default: the avatar's number of shots).")] = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="Steps (default by K: 24/60/100/200/400 for K<4/<8/<16/<32/else).")] = None,
+    shots: Annotated[Optional[int], typer.Option("--shots", min=1, max=1024, help="K, which sets the step count (default: the avatar's number of shots).")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, max=100_000, help="Steps (default by K: 24/60/100/200/400 for K<4/<8/<16/<32/else).")] = None,
     weights: Annotated[Optional[str], typer.Option("--weights", help="Base LSR weights (default: the ones the avatar was enrolled with).")] = None,
     vgg19: Vgg19 = None, vgg_face: VggFace = None, device: Device = None,
 ) -> None:
@@ -154,14 +154,15 @@ def finetune(
 
     store = AvatarStore()
     avatar = store.load(name)
+    store.check_writable()  # a read-only store is said now, not after all the steps
     model = LSR.from_pretrained(weights or avatar.weights or None)
-    if avatar.info.weights_sha256 and model.weights_sha256 != avatar.info.weights_sha256:
+    if model.weights_sha256 != avatar.info.weights_sha256:  # an avatar without a hash is refused too
         raise AvatarError(f"avatar {name} was enrolled with other weights; pass the same --weights")
     options = FinetuneOptions(num_shots=shots if shots is not None else avatar.num_shots, steps=steps, device=device)
     frames = torch.stack([to_tensor(s) for s in avatar.shots])
     contours = torch.stack([to_tensor(draw_contour(lm)) for lm in avatar.landmarks])
     on_cpu = (device or ("cuda" if torch.cuda.is_available() else "cpu")) == "cpu"
-    err_console.print(f"fine-tuning {name}: {options.total_steps} steps on its {len(frames)} shots" + (" on the CPU; timing the first steps for an estimate" if on_cpu else ""))
+    err_console.print(f"fine-tuning {name}: {options.total_steps} steps on its {len(frames)} shot{'s' if len(frames) != 1 else ''}" + (" on the CPU; timing the first steps for an estimate" if on_cpu else ""))
     started = time.perf_counter()
     with Progress(TextColumn("[bold]finetune"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err_console, transient=True) as bar:
         task = bar.add_task("finetune", total=options.total_steps)

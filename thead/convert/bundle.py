@@ -9,6 +9,7 @@ checked against its crc32c; any inconsistency is a one-line ``CheckpointError``.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import struct
@@ -186,22 +187,31 @@ class TensorBundle:
             self._shards[n] = np.memmap(path, dtype=np.uint8, mode="r")
         return self._shards[n]
 
+    def check(self, key: str) -> np.dtype:
+        """The index entry agrees with itself and with its data file (dtype known, shape of
+        non-negative sizes whose bytes are the stored size, the range inside the shard), checked
+        without reading or allocating anything: a claimed shape is backed by real bytes."""
+        e = self.entries[key]
+        if e.dtype not in _DTYPES or _DTYPES[e.dtype] == "bfloat16":
+            raise CheckpointError(f"tensor {key} has dtype code {e.dtype}, which the converter does not read")
+        dtype = np.dtype(_DTYPES[e.dtype])
+        if any(d < 0 for d in e.shape) or len(e.shape) > 8:
+            raise CheckpointError(f"tensor {key} has an impossible shape {list(e.shape)}")
+        expected = math.prod(e.shape) * dtype.itemsize
+        if expected != e.size:
+            raise CheckpointError(f"tensor {key}: {e.size} bytes stored for shape {list(e.shape)}")
+        if e.offset < 0 or e.offset + e.size > self._shard(e.shard).size:
+            raise CheckpointError(f"checkpoint shard {e.shard} is truncated (tensor {key} runs past its end)")
+        return dtype
+
     def read(self, key: str) -> np.ndarray:
         """The tensor's values (crc32c-checked), as a numpy array of its dtype and shape: a
         read-only view of the mapped data file (copy it to keep or change it)."""
         e = self.entries[key]
-        if e.dtype not in _DTYPES or _DTYPES[e.dtype] == "bfloat16":
-            raise CheckpointError(f"tensor {key} has dtype code {e.dtype}, which the converter does not read")
-        shard = self._shard(e.shard)
-        if e.offset + e.size > shard.size:
-            raise CheckpointError(f"checkpoint shard {e.shard} is truncated (tensor {key} runs past its end)")
-        raw = shard[e.offset : e.offset + e.size]  # a view of the mapped file, not a copy
+        dtype = self.check(key)
+        raw = self._shard(e.shard)[e.offset : e.offset + e.size]  # a view of the mapped file, not a copy
         if e.crc32c is not None and _crc32c.crc32c(raw) != e.crc32c:
             raise CheckpointError(f"tensor {key} is corrupt (crc32c mismatch in the data file)")
-        dtype = np.dtype(_DTYPES[e.dtype])
-        expected = int(np.prod(e.shape, dtype=np.int64)) * dtype.itemsize
-        if expected != e.size:
-            raise CheckpointError(f"tensor {key}: {e.size} bytes stored for shape {list(e.shape)}")
         return np.frombuffer(raw, dtype=dtype).reshape(e.shape)
 
 

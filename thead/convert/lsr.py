@@ -215,8 +215,17 @@ def convert_state(bundle: TensorBundle) -> tuple[LSRConfig, dict[str, torch.Tens
             raise CheckpointError(f"two checkpoint variables map to {name}")
         else:
             mapping[key] = name
+    for key in mapping:  # every claimed shape is backed by its bytes before anything is built
+        bundle.check(key)
     shapes = {k.removesuffix(SUFFIX): bundle.entries[k].shape for k in mapping}
-    config = infer_config(shapes)
+    try:
+        config = infer_config(shapes)  # LSRConfig checks its limits and size
+    except WeightsError as e:
+        raise CheckpointError(f"{bundle.prefix}: the tensor shapes describe no usable LSR model ({e})") from None
+    except (IndexError, ValueError, ZeroDivisionError):
+        ranks = {k: len(v) for k, v in shapes.items() if k.endswith("/kernel") and len(v) not in (2, 4)}
+        detail = f" ({next(iter(ranks))} has rank {next(iter(ranks.values()))})" if ranks else ""
+        raise CheckpointError(f"{bundle.prefix}: a network variable has an unexpected rank{detail}") from None
     from thead.model import expected_shapes  # the networks define them
 
     expected = expected_shapes(config)

@@ -17,6 +17,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from thead._atomic import atomic_file
 from thead.errors import ImageError
+from thead.validate import MIN_IMAGE_SIDE
 
 if TYPE_CHECKING:  # torch is imported only by the tensor helpers (prep workers never need it)
     import torch
@@ -64,10 +65,12 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
                 rgb = _to_rgb8(im)
     except UnidentifiedImageError:
         raise ImageError(f"{path} is not an image (unrecognised format)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as e:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
         raise ImageError(f"{path} cannot be read as an image: {e}") from None
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise ImageError(f"{path} is an empty image")
+    if min(rgb.shape[:2]) < MIN_IMAGE_SIDE:  # the face detectors fail on tinier images
+        raise ImageError(f"{path} is {rgb.shape[1]}x{rgb.shape[0]} px, too small to hold a face (at least {MIN_IMAGE_SIDE} px a side)")
     return np.ascontiguousarray(rgb)
 
 

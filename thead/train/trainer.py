@@ -377,7 +377,8 @@ class Trainer:
 
     @contextlib.contextmanager
     def _interrupt_flag(self):
-        """First Ctrl-C: finish the step, checkpoint, stop. A second one stops at once."""
+        """First Ctrl-C (or SIGTERM, SIGHUP: a scheduler stopping the job): finish the step,
+        checkpoint, stop. A second one stops at once."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -387,11 +388,13 @@ class Trainer:
                 raise KeyboardInterrupt
             self._stop = True
 
-        previous = signal.signal(signal.SIGINT, handler)
+        signals = [signal.SIGINT] + [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None]
+        previous = {s: signal.signal(s, handler) for s in signals}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for s, h in previous.items():
+                signal.signal(s, h)
 
     def _log(self, record: dict) -> None:
         with open(self.run_dir / LOG_NAME, "a") as f:
