@@ -60,7 +60,14 @@ class AnimateOptions:
         driver's landmarks as they are; self-reenactment). See ``thead.motion``.
     paste_back: composite the rendered crop into the avatar's photo at the photo's resolution.
     compare: put the driver's crop (a motion template: its contour drawing) left of the result.
-    smooth, smooth_strength: One-Euro smoothing of the driver's landmarks (0 = off, 1 = default).
+    smooth, smooth_strength: One-Euro smoothing of the driver's landmarks (0 = off, 1 = default;
+        zero-lag forward-backward for files).
+    reference: relative motion's neutral driver frame: "auto" (the most neutral: mouth closed,
+        eyes open, frontal), "first", or a frame number. See ``thead.motion``.
+    start_s, duration_s: the part of a video driver to use (its audio follows).
+    audio: a sound file for the output (a motion template's or a photo driver's video has none
+        of its own; it replaces a video driver's). A photo driver with audio gives a video of
+        the audio's length.
     device: None = CUDA when present, else CPU. dtype: "fp32", "bf16" (CPU or CUDA; about 2x
         faster on CPUs with AVX512-BF16), "fp16" (CUDA only).
     batch: frames per G^l+G^s call (None: 2 on CPU, ``LSR.cpu_chunk``: pairs of frames
@@ -84,6 +91,10 @@ class AnimateOptions:
     crop_scale: float = 1.0
     face_index: int = 0
     max_frames: int | None = None
+    reference: str | int = "auto"
+    start_s: float = 0.0
+    duration_s: float | None = None
+    audio: Path | None = None
     feather: float = 0.08
     queue_frames: int = 8
     finetuned: bool = True
@@ -105,6 +116,9 @@ class AnimateOptions:
             crop=CropOptions(scale=self.crop_scale, face_index=self.face_index),
             smooth=self.smooth,
             smooth_strength=self.smooth_strength,
+            reference=self.reference,
+            start_s=self.start_s,
+            duration_s=self.duration_s,
             max_frames=self.max_frames,
         )
 
@@ -467,7 +481,10 @@ class Animator:
 
     def _inputs(self, driver: Driver) -> Iterator[tuple]:
         """Input stage (runs in its own thread): driver frames -> target landmarks -> contours."""
-        transfer = MotionTransfer(self.avatar.reference_landmarks, self.options.motion, align=isinstance(driver, PhotoDriver))
+        mode = "absolute" if driver.retargeted else self.options.motion
+        transfer = MotionTransfer(self.avatar.reference_landmarks, mode, align=isinstance(driver, PhotoDriver))
+        if mode == "relative" and not isinstance(driver, PhotoDriver):
+            transfer.set_reference(driver.reference_landmarks())
         renderer = ContourRenderer(driver.crop_size)
         for frame in driver:
             target = transfer(frame.landmarks)
