@@ -42,6 +42,7 @@ from thead.motion import (
     MotionTransfer,
     PhotoDriver,
     driver_kind,
+    driver_targets,
     open_driver,
 )
 from thead.runtime import tune_cpu_allocator
@@ -481,13 +482,8 @@ class Animator:
 
     def _inputs(self, driver: Driver) -> Iterator[tuple]:
         """Input stage (runs in its own thread): driver frames -> target landmarks -> contours."""
-        mode = "absolute" if driver.retargeted else self.options.motion
-        transfer = MotionTransfer(self.avatar.reference_landmarks, mode, align=isinstance(driver, PhotoDriver))
-        if mode == "relative" and not isinstance(driver, PhotoDriver):
-            transfer.set_reference(driver.reference_landmarks())
         renderer = ContourRenderer(driver.crop_size)
-        for frame in driver:
-            target = transfer(frame.landmarks)
+        for frame, target in driver_targets(driver, self.avatar.reference_landmarks, self.options.motion):
             contour = renderer.draw(target)
             left = None
             if self.options.compare:
@@ -546,10 +542,31 @@ class Animator:
         output = Path(output)
         drv = self.open(driver, on_note=on_note)
         is_image = isinstance(drv, PhotoDriver)
+        if is_image and self.options.audio is not None:
+            drv, is_image = self._held_photo(drv), False
         check_output(output, "photo" if is_image else drv.kind)
         if is_image:
             return self._write_image(drv, output, t0, on_note)
         return self._write_video(drv, output, t0, progress, on_note)
+
+    def _held_photo(self, photo: PhotoDriver) -> MotionDriver:
+        """A photo driver with ``--audio``: the photo's expression, held for the audio's length
+        at 25 fps (VoxCeleb2's rate), as a template already made for this avatar."""
+        import av
+
+        audio = Path(self.options.audio)
+        try:
+            with av.open(str(audio), metadata_errors="ignore") as container:
+                seconds = (container.duration or 0) / 1e6
+        except (av.error.FFmpegError, OSError) as e:
+            raise VideoError(f"--audio {audio} is not a readable sound file ({e})") from None
+        if seconds <= 0:
+            raise VideoError(f"--audio {audio} has no duration")
+        fps = Fraction(25)
+        n = max(1, int(np.ceil(seconds * fps)))
+        target = MotionTransfer(self.avatar.reference_landmarks, self.options.motion, align=True)(photo.landmarks)
+        template = MotionTemplate(np.repeat(target[None], n, 0), np.ones(n, bool), fps, photo.crop_size, onto=self.avatar.name)
+        return MotionDriver(template, photo.path)
 
     def _write_image(self, driver: Driver, output: Path, t0: float, on_note) -> AnimateResult:
         from thead.video import write_image
@@ -568,11 +585,15 @@ class Animator:
             raise UsageError(f"the driver {driver.path} has no frames")
         image = even_size(first.image)
         size = (image.shape[1], image.shape[0])
-        # The writer trims the audio to the frames written (--max-frames keeps its part).
+        # The writer trims the audio to the frames written (--max-frames keeps its part) and
+        # starts it where the driver starts (--start).
         audio_from = driver.path if driver.has_audio and driver.kind == "video" else None
+        audio_start = driver.audio_start_s if audio_from is not None else 0.0
+        if self.options.audio is not None:
+            audio_from, audio_start = Path(self.options.audio), 0.0
         count = 0
         try:
-            with VideoWriter(output, driver.fps, size, audio_from=audio_from) as writer:
+            with VideoWriter(output, driver.fps, size, audio_from=audio_from, audio_start_s=audio_start) as writer:
                 sink = _Sink(lambda im: writer.write(even_size(im)), maxsize=self.options.queue_frames, name="thead-output")
                 try:
                     sink.put(first.image)
@@ -617,7 +638,8 @@ def animate(
     if not isinstance(driver, MotionTemplate):
         if not Path(driver).exists():
             raise VideoError(f"driver {driver} does not exist")
-        check_output(Path(output), driver_kind(Path(driver)))
+        kind = driver_kind(Path(driver))
+        check_output(Path(output), "motion" if kind == "photo" and options.audio is not None else kind)
     animator = Animator.load(name, options, weights=weights, store=store)
     if animator.personal_skipped:
         on_note(f"'{name}' has fine-tuned weights made from other base weights; rendering with the base weights")

@@ -638,6 +638,18 @@ def open_driver(
     return VideoDriver(path, options, detector, on_note)
 
 
+def driver_targets(driver: Driver, avatar_landmarks: np.ndarray, mode: MotionKind) -> Iterator[tuple[DriverFrame, np.ndarray]]:
+    """(driver frame, the avatar's target landmarks float32 [68, 2]) for each frame: what
+    ``animate`` draws. A retargeted template is fed as it is; a photo is aligned; relative
+    motion is taken against the driver's reference frame (``DriverOptions.reference``)."""
+    mode = "absolute" if driver.retargeted else mode
+    transfer = MotionTransfer(avatar_landmarks, mode, align=isinstance(driver, PhotoDriver))
+    if mode == "relative" and not isinstance(driver, PhotoDriver):
+        transfer.set_reference(driver.reference_landmarks())
+    for frame in driver:
+        yield frame, transfer(frame.landmarks)
+
+
 # ------------------------------------------------------------------------ extraction
 
 
@@ -649,9 +661,14 @@ def extract_motion(
     detector: LandmarkDetector | None = None,
     progress: Callable[[int, int | None], None] | None = None,
     on_note: Callable[[str], None] = lambda s: None,
+    onto: tuple[str, np.ndarray] | None = None,
+    motion: MotionKind = "relative",
 ) -> tuple[MotionTemplate, int]:
     """A video's motion template (written to ``output`` when given, atomically).
 
+    ``onto`` = (avatar name, its reference landmarks): the template holds the landmarks
+    exactly as ``animate`` would draw them for that avatar (``driver_targets`` with ``motion``),
+    marked with the avatar's name so ``animate`` feeds them as they are.
     Returns (template, frames without a face). Only landmarks are kept, never pixels.
     """
     if output is not None and Path(output).suffix.lower() != TEMPLATE_SUFFIX:
@@ -660,8 +677,9 @@ def extract_motion(
     if not isinstance(source, VideoDriver):
         raise UsageError(f"motion templates are extracted from videos, got a {source.kind}: {driver}")
     landmarks, found = [], []
-    for frame in source:
-        landmarks.append(frame.landmarks)
+    frames = ((f, f.landmarks) for f in source) if onto is None else driver_targets(source, onto[1], motion)
+    for frame, target in frames:
+        landmarks.append(target)
         found.append(frame.face_found)
         if progress is not None:
             progress(len(landmarks), source.num_frames)
@@ -670,6 +688,7 @@ def extract_motion(
         face_found=np.array(found, bool),
         fps=source.fps,
         crop_size=source.crop_size,
+        onto=onto[0] if onto is not None else "",
     )
     if output is not None:
         template.save(output)
