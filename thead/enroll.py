@@ -331,3 +331,26 @@ def enroll(
     if save:
         store.save(avatar, overwrite=options.overwrite)
     return avatar
+
+
+def avatar_sheet(avatar: Avatar) -> np.ndarray:
+    """One picture of what an avatar holds: a column per shot with its crop, its contour drawing
+    and the two overlaid, and a first column with the paste-back photo, the first shot's crop
+    window outlined. uint8 [3·S, (K+1)·S, 3] with S the crop side (224)."""
+    from PIL import Image, ImageDraw
+
+    size = avatar.shots.shape[1]
+    renderer = ContourRenderer(size)
+    photo = Image.fromarray(avatar.photo)
+    corners = np.array([[-0.5, -0.5], [size - 0.5, -0.5], [size - 0.5, size - 0.5], [-0.5, size - 0.5]])
+    outline = [tuple(p) for p in corners @ avatar.crop_to_photo[:2, :2].T + avatar.crop_to_photo[:2, 2]]
+    ImageDraw.Draw(photo).polygon(outline, outline=(255, 64, 64), width=max(2, round(max(photo.size) / 200)))
+    photo.thumbnail((size, 3 * size))
+    columns = [np.zeros((3 * size, size, 3), np.uint8)]
+    columns[0][: photo.height, : photo.width] = np.asarray(photo)
+    for shot, landmarks in zip(avatar.shots, avatar.landmarks):
+        contour = renderer.draw(landmarks)
+        drawn = contour.max(axis=2, keepdims=True) > 0
+        overlay = np.where(drawn, contour, (shot * 0.6).astype(np.uint8))
+        columns.append(np.concatenate([shot, contour, overlay], axis=0))
+    return np.concatenate(columns, axis=1)

@@ -76,8 +76,9 @@ from thead.faces.smooth import LOOKAHEAD_FRAMES, LookaheadSmoother
 MotionKind = Literal["relative", "absolute"]
 MOTION_KINDS: tuple[str, ...] = ("relative", "absolute")
 Reference = Literal["auto", "first"] | int
-# A clip whose faces roll further than this gets a crop turned with them (VoxCeleb2's own
-# crops are upright, with heads rolled up to about ±20°, so smaller rolls are left as they are).
+# A clip whose faces roll further than this from a quarter turn gets a crop turned with them
+# (VoxCeleb2's own crops are upright, with heads rolled up to about ±20°, so smaller rolls are
+# left as they are).
 TURN_CROP_DEG = 30.0
 # An open mouth at the reference this wide (inner-lip gap, inter-ocular distances) is noted.
 OPEN_MOUTH = 0.08
@@ -531,7 +532,10 @@ class VideoDriver(Driver):
         if not faces:
             raise NoFaceError(f"no face found in the driver {self.path} ({checked} frames checked)")
         roll = float(np.median([roll_degrees(f.landmarks) for f in faces]))
-        angle = roll if abs(roll) >= TURN_CROP_DEG else 0.0
+        quarter = 90.0 * round(roll / 90.0)
+        # a quarter turn (a lost rotation tag) is undone exactly, keeping the head's own roll
+        # as VoxCeleb2's upright crops do; other large rolls are turned upright
+        angle = quarter if abs(roll - quarter) < TURN_CROP_DEG else roll
         if angle:
             self.on_note(f"the driver's face is rolled {roll:.0f}°; its crop is turned to match")
         self.box = stable_crop_box(faces, self.options.crop, angle)

@@ -20,7 +20,7 @@ from thead.cli.weights import WeightsOption
 from thead.demo import DemoOptions
 from thead.enroll import EnrollOptions
 from thead.faces import CropOptions
-from thead.motion import DriverOptions
+from thead.motion import DriverOptions, parse_reference
 
 _E, _A, _D, _C, _M = EnrollOptions(), AnimateOptions(), DemoOptions(), CropOptions(), DriverOptions()
 
@@ -43,6 +43,9 @@ Face = Annotated[int, typer.Option("--face", help="Which face when there are sev
 CropScale = Annotated[float, typer.Option("--crop-scale", help="Crop side multiplier (>1 shows more background).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or notes; errors only.")]
 MaxFrames = Annotated[Optional[int], typer.Option("--max-frames", help="Stop after this many driver frames.")]
+Start = Annotated[float, typer.Option("--start", help="Seconds into the driver video to start at (its audio follows).")]
+Duration = Annotated[Optional[float], typer.Option("--duration", help="Seconds of driver video to use (default: to the end).")]
+Reference = Annotated[str, typer.Option("--reference", help="Relative motion's neutral driver frame: auto (mouth closed, eyes open, frontal), first, or a frame number.")]
 
 
 class _FpsColumn(ProgressColumn):
@@ -119,7 +122,7 @@ def animate(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output video (.mp4) or, for a photo driver, image (.png/.jpg).")],
     motion: Annotated[MotionChoice, typer.Option("--motion", help="relative: the avatar keeps its face shape (any driver); absolute: the driver's landmarks as is (self-reenactment).")] = MotionChoice(_A.motion),
     paste_back: Annotated[bool, typer.Option("--paste-back", help="Composite into the avatar's photo at its resolution.")] = _A.paste_back,
-    compare: Annotated[bool, typer.Option("--compare", help="Driver crop and result side by side.")] = _A.compare,
+    compare: Annotated[bool, typer.Option("--compare", help="Left: the driver's 224 crop as the landmarks saw it (a motion template: its own landmarks drawn); right: the result.")] = _A.compare,
     smooth: Annotated[bool, typer.Option("--smooth/--no-smooth", help="Smooth the driver's landmarks over time (One-Euro).")] = _A.smooth,
     smooth_strength: Annotated[float, typer.Option("--smooth-strength", help="0 = off, 1 = default, higher = smoother.")] = _A.smooth_strength,
     device: Device = _A.device,
@@ -130,6 +133,10 @@ def animate(
     face: Face = _A.face_index,
     crop_scale: CropScale = _A.crop_scale,
     max_frames: MaxFrames = _A.max_frames,
+    start: Start = _A.start_s,
+    duration: Duration = _A.duration_s,
+    reference: Reference = str(_A.reference),
+    audio: Annotated[Optional[Path], typer.Option("--audio", help="Sound for the output: a motion template's, or a photo driver's (which then gives a video of the sound's length); replaces a video driver's.")] = _A.audio,
     finetuned: Annotated[bool, typer.Option("--finetuned/--no-finetuned", help="Use the avatar's fine-tuned weights when it has some.")] = _A.finetuned,
     quiet: Quiet = False,
 ) -> None:
@@ -139,7 +146,8 @@ def animate(
     options = AnimateOptions(
         motion=motion.value, paste_back=paste_back, compare=compare, smooth=smooth, smooth_strength=smooth_strength,
         device=device, dtype=dtype.value, batch=batch, landmarks=landmarks.value, crop_scale=crop_scale,
-        face_index=face, max_frames=max_frames, finetuned=finetuned,
+        face_index=face, max_frames=max_frames, finetuned=finetuned, reference=parse_reference(reference),
+        start_s=start, duration_s=duration, audio=audio,
     )
     with _Bar(name, quiet) as bar:
         result = run(name, driver, output, options, weights=weights, progress=bar, on_note=bar.note)
@@ -200,12 +208,23 @@ def list_avatars() -> None:
 
 
 @avatars_app.command("show")
-def show_avatar(name: Annotated[str, typer.Argument(help="The avatar.")]) -> None:
-    """One avatar's details."""
+def show_avatar(
+    name: Annotated[str, typer.Argument(help="The avatar.")],
+    image: Annotated[Optional[Path], typer.Option("--image", help="Also write a sheet (.png): each shot's crop, contour and both overlaid, and the photo with the crop window.")] = None,
+) -> None:
+    """One avatar's details (and, with --image, a picture of its shots)."""
     from thead.avatar import AvatarStore
 
     store = AvatarStore()
     info = store.info(name)
+    if image is not None:
+        from thead.animate import check_output
+        from thead.enroll import avatar_sheet
+        from thead.video import write_image
+
+        check_output(image, "photo")
+        write_image(image, avatar_sheet(store.load(name)))
+        err_console.print(f"wrote {image}", highlight=False, markup=False)
     rows = {
         "name": info.name, "file": str(store.path(name)), "created": info.created, "source": info.source,
         "shots (K)": str(info.num_shots), "landmarks": info.landmarks, "crop scale": f"{info.crop_scale:g}",
@@ -236,14 +255,25 @@ def extract(
     face: Face = _C.face_index,
     crop_scale: CropScale = _C.scale,
     max_frames: MaxFrames = _M.max_frames,
+    start: Start = _M.start_s,
+    duration: Duration = _M.duration_s,
+    onto: Annotated[Optional[str], typer.Option("--onto", help="An avatar: save the landmarks exactly as animate would draw them for it (drives animate as they are).")] = None,
+    motion: Annotated[MotionChoice, typer.Option("--motion", help="With --onto: relative or absolute, as animate's --motion.")] = MotionChoice(_A.motion),
+    reference: Reference = str(_M.reference),
     quiet: Quiet = False,
 ) -> None:
     """Save a video's motion (landmarks, fps; no pixels) to drive avatars later."""
     from thead.motion import extract_motion
 
-    options = DriverOptions(landmarks.value, CropOptions(scale=crop_scale, face_index=face), smooth, smooth_strength, max_frames)
+    options = DriverOptions(landmarks.value, CropOptions(scale=crop_scale, face_index=face), smooth, smooth_strength,
+                            reference=parse_reference(reference), start_s=start, duration_s=duration, max_frames=max_frames)
+    target = None
+    if onto is not None:
+        from thead.avatar import AvatarStore
+
+        target = (onto, AvatarStore().load(onto).reference_landmarks)
     with _Bar("motion", quiet) as bar:
-        template, missing = extract_motion(video, output, options, progress=bar, on_note=bar.note)
+        template, missing = extract_motion(video, output, options, progress=bar, on_note=bar.note, onto=target, motion=motion.value)
     if not quiet:
         err_console.print(f"wrote {output}: {template.num_frames} frames, {_fps(template.fps)}", highlight=False, markup=False)
         if missing:
