@@ -30,6 +30,11 @@ class MotionChoice(str, enum.Enum):
     absolute = "absolute"
 
 
+class PickChoice(str, enum.Enum):
+    best = "best"
+    even = "even"
+
+
 class DTypeChoice(str, enum.Enum):
     fp32 = "fp32"
     bf16 = "bf16"
@@ -102,12 +107,13 @@ def enroll(
     crop_scale: CropScale = _C.scale,
     device: Device = _E.device,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an avatar of the same name.")] = _E.overwrite,
+    pick: Annotated[PickChoice, typer.Option("--pick", help="best: each shot the best of its part of the video/folder (open eyes, frontal, sharp, inside the picture); even: the authors' evenly spaced frames.")] = PickChoice(_E.pick),
     quiet: Quiet = False,
 ) -> None:
     """Enroll a person once: crops, landmarks and both encoders; saved in the avatar store."""
     from thead.enroll import enroll as run
 
-    options = EnrollOptions(shots, landmarks.value, CropOptions(scale=crop_scale, face_index=face), device, overwrite)
+    options = EnrollOptions(shots, landmarks.value, CropOptions(scale=crop_scale, face_index=face), device, overwrite, pick.value)
     bar = _Bar("enroll", quiet)
     with err_console.status(f"enrolling {name}...") if bar._progress is not None else contextlib.nullcontext():
         avatar = run(source, name, options, weights=weights, on_note=bar.note)
