@@ -103,6 +103,9 @@ class MotionTemplate:
     face_found: bool [N]. fps: exact frame rate. crop_size: side of the crop they refer to.
     onto: the avatar these landmarks were retargeted for (``thead motion extract --onto``;
     ``animate`` then feeds them as they are), or "" for a driver's own landmarks.
+    reference, reference_index: the neutral reference chosen at extraction (raw landmarks
+    float32 [68, 2] and its frame), so a template moves an avatar exactly as its video does;
+    None / -1 in templates made before it (their reference is then chosen among the frames).
     """
 
     landmarks: np.ndarray
@@ -110,6 +113,8 @@ class MotionTemplate:
     fps: Fraction
     crop_size: int = 224
     onto: str = ""
+    reference: np.ndarray | None = None
+    reference_index: int = -1
 
     def __post_init__(self):
         n = self.landmarks.shape[0]
@@ -121,6 +126,8 @@ class MotionTemplate:
             raise MotionError("motion landmarks contain non-finite values")
         if self.fps <= 0:
             raise MotionError(f"motion fps must be positive, got {self.fps}")
+        if self.reference is not None and (self.reference.shape != (68, 2) or not np.isfinite(self.reference).all()):
+            raise MotionError(f"a motion template's reference must be 68 finite points, got {self.reference.shape}")
 
     @property
     def num_frames(self) -> int:
@@ -143,6 +150,10 @@ class MotionTemplate:
                     num_frames=np.array(self.num_frames),
                     crop_size=np.array(self.crop_size),
                     onto=np.array(self.onto),
+                    **({} if self.reference is None else {
+                        "reference": self.reference.astype(np.float32),
+                        "reference_index": np.array(self.reference_index),
+                    }),
                 )
         return path
 
@@ -164,6 +175,8 @@ class MotionTemplate:
                     fps=Fraction(num, den),
                     crop_size=int(z["crop_size"]),
                     onto=str(z["onto"]) if "onto" in z.files else "",
+                    reference=np.asarray(z["reference"], np.float32) if "reference" in z.files else None,
+                    reference_index=int(z["reference_index"]) if "reference_index" in z.files else -1,
                 )
                 if template.num_frames != int(z["num_frames"]):
                     raise MotionError(f"{path} says {int(z['num_frames'])} frames but holds {template.num_frames}")
@@ -380,6 +393,9 @@ class MotionDriver(Driver):
 
     def reference_landmarks(self) -> np.ndarray | None:
         t = self.template
+        if self.reference == "auto" and t.reference is not None:  # chosen at extraction
+            self.reference_index = t.reference_index
+            return t.reference
         pairs = ((i, t.landmarks[i]) for i in range(self.num_frames) if t.face_found[i])
         self.reference_index, landmarks = _pick_reference(pairs, self.reference, f"the motion template {self.path.name}", self.on_note)
         return landmarks
@@ -687,12 +703,15 @@ def extract_motion(
         found.append(frame.face_found)
         if progress is not None:
             progress(len(landmarks), source.num_frames)
+    reference = source.reference_landmarks() if onto is None else None
     template = MotionTemplate(
         landmarks=np.stack(landmarks).astype(np.float32),
         face_found=np.array(found, bool),
         fps=source.fps,
         crop_size=source.crop_size,
         onto=onto[0] if onto is not None else "",
+        reference=reference,
+        reference_index=source.reference_index if reference is not None else -1,
     )
     if output is not None:
         template.save(output)
