@@ -520,22 +520,24 @@ class VideoDriver(Driver):
             raise VideoError(f"{self.path} has no frames" + (" in the part asked for" if self.options.start_s else ""))
         fps = float(self.fps or 25)
         wanted = set(int(i) for i in np.linspace(0, n, min(n, self.options.scan_frames), endpoint=False))
-        # a faceless clip fails early: its first seconds are checked every half second too
-        wanted |= set(range(0, min(n, int(self.options.faceless_s * fps) + 1), max(1, round(fps / 2))))
+        # until a face is found, a frame every half second: a faceless clip fails early
+        searching = set(range(0, n, max(1, round(fps / 2))))
         faces: list[Face] = []
         noted = False
         checked = 0
+        turn = 0.0
         with open_video(self.path) as reader:
             for frame in self._limit(reader):
-                if frame.index not in wanted:
+                if frame.index not in (wanted if faces else searching):
                     continue
                 if not faces and checked and frame.index / fps > self.options.faceless_s:
                     raise NoFaceError(f"no face found in the first {self.options.faceless_s:g} s of the driver {self.path} "
                                       f"({checked} frames checked, any roll up to ±90°)")
                 checked += 1
-                found = detect_any_roll(self.detector, frame.image)
+                found = detect_any_roll(self.detector, frame.image, first_turn=turn)
                 if not found:
                     continue
+                turn = 90.0 * round(float(roll_degrees(found[0].landmarks)) / 90.0)  # try it first next time
                 if faces:  # follow the chosen person: the face nearest the previous one
                     centre = faces[-1].landmarks.mean(0)
                     face = min(found, key=lambda f: float(np.linalg.norm(f.landmarks.mean(0) - centre)))

@@ -207,7 +207,12 @@ def crop_image(image: np.ndarray, box: CropBox, size: int = CROP_SIZE, pad: str 
 
 def _crop_turned(image: np.ndarray, box: CropBox, size: int, pad: str) -> np.ndarray:
     """``crop_image`` for a turned window: the upright square holding it is cropped at the same
-    scale (Lanczos), then turned about its centre (bicubic) and its middle kept."""
+    scale (Lanczos), then turned about its centre (bicubic) and its middle kept; a quarter
+    turn is the upright crop's pixels turned (exact, and as cheap as an upright crop)."""
+    quarter = box.angle_deg / 90.0
+    if quarter == round(quarter):
+        upright = crop_image(image, CropBox(box.cx, box.cy, box.side), size, pad)
+        return np.ascontiguousarray(np.rot90(upright, int(round(quarter)) % 4))
     outer = box.side * (abs(math.cos(math.radians(box.angle_deg))) + abs(math.sin(math.radians(box.angle_deg))))
     big = int(math.ceil(size * outer / box.side)) + 4
     big += (big - size) % 2  # the kept middle starts on a whole pixel

@@ -390,18 +390,22 @@ def turn_image(image: np.ndarray, angle_deg: float) -> tuple[np.ndarray, np.ndar
     return turned, out
 
 
-def detect_any_roll(detector: LandmarkDetector, image: np.ndarray, *, full: bool = True) -> list[Face]:
+def detect_any_roll(detector: LandmarkDetector, image: np.ndarray, *, full: bool = True, first_turn: float = 0.0) -> list[Face]:
     """Faces rolled by any angle up to ±90°, landmarks in ``image``'s pixels, largest first.
 
-    The cheap upright pass first (``detect_fast``); when it finds nothing, the same pass on
-    turned copies (``TURNS_DEG``), whose landmarks are measured on the upright face and mapped
-    back; only then, with ``full``, the backend's full search on the upright frame (dlib:
-    upsampling and the CNN, which also finds rolled faces but places their landmarks badly).
+    The cheap pass (``detect_fast``) upright, then on turned copies (``TURNS_DEG``), whose
+    landmarks are measured on the upright face and mapped back; ``first_turn`` is tried first
+    (the turn that found the face in the previous frame of a clip). Only when all miss, with
+    ``full``, the backend's full search on the upright frame (dlib: upsampling and the CNN,
+    which also finds rolled faces but places their landmarks badly).
     """
-    faces = detector.detect_fast(image)
-    if faces:
-        return faces
-    for angle in TURNS_DEG:
+    turns = [first_turn] + [a for a in (0.0, *TURNS_DEG) if a != first_turn]
+    for angle in turns:
+        if angle == 0:
+            faces = detector.detect_fast(image)
+            if faces:
+                return faces
+            continue
         turned, back = turn_image(image, angle)
         found = detector.detect_fast(turned)
         if found:
