@@ -167,3 +167,16 @@ def test_template_onto_an_avatar_is_what_animate_draws(mid_word, avatars, detect
     assert loaded.onto == "p17"
     fed = [t for _, t in driver_targets(open_driver(tmp_path / "onto.npz"), avatar, "relative")]
     np.testing.assert_array_equal(np.stack(fed), template.landmarks)  # fed as they are
+
+
+def test_start_and_duration_cut_templates(mid_word, detector, tmp_path):
+    template, _ = extract_motion(mid_word, tmp_path / "m.npz", DriverOptions(), detector=detector)
+    part = open_driver(tmp_path / "m.npz", DriverOptions(start_s=0.4, duration_s=0.2))
+    frames = list(part)
+    assert [f.index for f in frames] == [0, 1, 2, 3, 4]
+    np.testing.assert_array_equal(np.stack([f.landmarks for f in frames]), template.landmarks[10:15])
+    # the reference chosen at extraction still holds, numbered within the part
+    np.testing.assert_array_equal(part.reference_landmarks(), template.reference)
+    assert part.reference_index == template.reference_index - 10
+    with pytest.raises(UsageError, match="past the end"):
+        open_driver(tmp_path / "m.npz", DriverOptions(start_s=60.0))

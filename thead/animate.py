@@ -476,7 +476,8 @@ class Animator:
         if isinstance(driver, Driver):
             return driver
         if isinstance(driver, MotionTemplate):
-            return MotionDriver(driver, max_frames=self.options.max_frames)
+            return MotionDriver(driver, max_frames=self.options.max_frames, start_s=self.options.start_s,
+                                duration_s=self.options.duration_s)
         with notes_from_warnings(on_note):
             return open_driver(driver, self.options.driver_options(), on_note=on_note)
 

@@ -377,15 +377,26 @@ def _pick_reference(costs: Iterator[tuple[int, np.ndarray]], reference: Referenc
 
 
 class MotionDriver(Driver):
+    """A motion template, or the part ``start_s``/``duration_s`` of one (frames numbered from
+    its start; a retargeted template is cut the same way)."""
+
     kind = "motion"
 
-    def __init__(self, template: MotionTemplate, path: Path | None = None, max_frames: int | None = None):
+    def __init__(self, template: MotionTemplate, path: Path | None = None, max_frames: int | None = None,
+                 start_s: float = 0.0, duration_s: float | None = None):
         super().__init__(path or Path("<motion>"))
-        if not template.face_found.any():
-            raise NoFaceError(f"the motion template {self.path} has no frame with a face")
         self.template = template
         self.fps = template.fps
-        self.num_frames = template.num_frames if max_frames is None else min(max_frames, template.num_frames)
+        self.first = round(start_s * template.fps)
+        if self.first >= template.num_frames:
+            raise UsageError(f"--start {start_s:g} s is past the end of the motion template {self.path.name} "
+                             f"({float(template.num_frames / template.fps):.2f} s)")
+        n = template.num_frames - self.first
+        if duration_s is not None:
+            n = min(n, max(1, round(duration_s * template.fps)))
+        self.num_frames = n if max_frames is None else min(max_frames, n)
+        if not template.face_found[self.first : self.first + self.num_frames].any():
+            raise NoFaceError(f"the motion template {self.path} has no frame with a face" + (" in the part asked for" if self.first or duration_s else ""))
         self.crop_size = template.crop_size
         self.retargeted = bool(template.onto)
         self.reference: Reference = "auto"
@@ -394,9 +405,9 @@ class MotionDriver(Driver):
     def reference_landmarks(self) -> np.ndarray | None:
         t = self.template
         if self.reference == "auto" and t.reference is not None:  # chosen at extraction
-            self.reference_index = t.reference_index
+            self.reference_index = t.reference_index - self.first
             return t.reference
-        pairs = ((i, t.landmarks[i]) for i in range(self.num_frames) if t.face_found[i])
+        pairs = ((i, t.landmarks[self.first + i]) for i in range(self.num_frames) if t.face_found[self.first + i])
         self.reference_index, landmarks = _pick_reference(pairs, self.reference, f"the motion template {self.path.name}", self.on_note)
         return landmarks
 
@@ -404,9 +415,9 @@ class MotionDriver(Driver):
         self.missing_faces = 0
         t = self.template
         for i in range(self.num_frames):
-            found = bool(t.face_found[i])
+            found = bool(t.face_found[self.first + i])
             self.missing_faces += not found
-            yield DriverFrame(index=i, image=None, landmarks=t.landmarks[i], face_found=found)
+            yield DriverFrame(index=i, image=None, landmarks=t.landmarks[self.first + i], face_found=found)
 
 
 class PhotoDriver(Driver):
@@ -651,7 +662,7 @@ def open_driver(
     if path.is_dir():
         raise VideoError(f"driver {path} is a folder; give a video, a photo or a motion template (.npz)")
     if kind == "motion":
-        driver = MotionDriver(MotionTemplate.load(path), path, options.max_frames)
+        driver = MotionDriver(MotionTemplate.load(path), path, options.max_frames, options.start_s, options.duration_s)
         driver.reference, driver.on_note = parse_reference(options.reference), on_note
         return driver
     detector = detector if detector is not None else make_detector(options.landmarks)

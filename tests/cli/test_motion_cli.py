@@ -108,7 +108,7 @@ def _write_audio(src, dst, seconds: float) -> None:
 
 def test_extract_onto_is_what_animate_draws(tmp_path, sample_dir, enrolled, parity_weights):
     from thead.animate import AnimateOptions, Animator
-    from thead.motion import MotionTemplate
+    from thead.motion import MotionDriver, MotionTemplate
 
     assert main(["motion", "extract", str(sample_dir / CLIP_61), "-o", str(tmp_path / "onto.npz"), "--landmarks", "dlib",
                  "--start", "0.92", "--duration", "0.32", "--onto", "p17", "--quiet"]) == 0
@@ -118,7 +118,7 @@ def test_extract_onto_is_what_animate_draws(tmp_path, sample_dir, enrolled, pari
     animator = Animator.load("p17", options, weights=parity_weights)
     drawn = np.stack([f.landmarks for f in animator.frames(sample_dir / CLIP_61)])
     np.testing.assert_array_equal(drawn, template.landmarks)
-    from_template = np.stack([f.landmarks for f in animator.frames(tmp_path / "onto.npz")])
+    from_template = np.stack([f.landmarks for f in animator.frames(MotionDriver(template))])  # (no --start here)
     np.testing.assert_array_equal(from_template, template.landmarks)  # and it drives animate as is
     assert _animate(tmp_path / "onto.npz", tmp_path / "o.mp4", parity_weights) == 0
 
