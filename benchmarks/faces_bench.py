@@ -11,7 +11,13 @@ processes are how a second core helps) and reports their combined throughput. Ea
 frames/s (wall ms per frame) and CPU ms per frame; on a shared machine CPU time is the cost of
 the stage itself, wall time includes waiting for the cores.
 
+``--rotation`` instead times a whole video driver (crop scan, neutral reference, landmarks
+and smoothing: what ``thead motion extract`` runs) on the clip upright and on copies turned a
+quarter turn each way (no rotation tag), A/B interleaved in one process because the machine
+is shared, and the time a faceless clip of the same length takes to fail.
+
 Usage: python benchmarks/faces_bench.py [--clip PATH] [--frames 120] [--procs 1 2]
+       python benchmarks/faces_bench.py --rotation [--clip PATH] [--frames 120] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -143,13 +149,72 @@ def measure(stage: str, path: Path, frames: int, procs: int) -> tuple[float, flo
     return sum(n / wall for n, wall, _ in results), 1000 * sum(c for *_, c in results) / sum(n for n, *_ in results)
 
 
+def turned_copy(src: Path, dst: Path, frames: int, turn: int, blank: bool = False) -> Path:
+    """The first ``frames`` of ``src`` turned ``turn`` quarter turns (np.rot90), re-encoded
+    without a rotation tag (``blank``: flat grey frames, no face)."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        stream = None
+        for i, frame in enumerate(inp.decode(video=0)):
+            if i >= frames:
+                break
+            image = frame.to_ndarray(format="rgb24")
+            image = np.ascontiguousarray(np.rot90(np.full_like(image, 128) if blank else image, turn))
+            if stream is None:
+                stream = out.add_stream("libx264", rate=inp.streams.video[0].average_rate)
+                stream.height, stream.width = image.shape[:2]
+                stream.pix_fmt = "yuv420p"
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(stream.encode(None))
+    return dst
+
+
+def rotation(clip: Path, frames: int, repeats: int) -> None:
+    """Seconds for the whole video driver on upright and sideways copies, interleaved."""
+    import tempfile
+
+    from thead.errors import NoFaceError
+    from thead.faces import DlibDetector
+    from thead.motion import DriverOptions, extract_motion
+
+    detector = DlibDetector()
+    with tempfile.TemporaryDirectory() as tmp:
+        copies = {name: turned_copy(clip, Path(tmp) / f"{name}.mp4", frames, turn)
+                  for name, turn in (("upright", 0), ("turned +90", 1), ("turned -90", -1))}
+        grey = turned_copy(clip, Path(tmp) / "grey.mp4", frames, 0, blank=True)
+        times: dict[str, list[float]] = {name: [] for name in copies}
+        found: dict[str, int] = {}
+        for _ in range(repeats):
+            for name, path in copies.items():
+                t0 = time.perf_counter()
+                template, missing = extract_motion(path, options=DriverOptions(), detector=detector)
+                times[name].append(time.perf_counter() - t0)
+                found[name] = int(template.face_found.sum())
+        t0 = time.perf_counter()
+        try:
+            extract_motion(grey, options=DriverOptions(), detector=detector)
+        except NoFaceError as e:
+            faceless = f"{time.perf_counter() - t0:.2f} s ({e})"
+    base = float(np.median(times["upright"]))
+    print(f"clip {clip.name}, {frames} frames of 224x224, dlib, {repeats} interleaved repeats (median)")
+    for name, ts in times.items():
+        print(f"{name:<11} {np.median(ts):6.2f} s  {np.median(ts) / base:5.2f}x upright  faces in {found[name]}/{frames} frames")
+    print(f"faceless    fails after {faceless}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clip", type=Path, default=DEFAULT_CLIP)
     ap.add_argument("--frames", type=int, default=120)
     ap.add_argument("--procs", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
+    ap.add_argument("--rotation", action="store_true", help="time upright vs sideways copies of the clip instead")
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
+    if args.rotation:
+        rotation(args.clip, args.frames, args.repeats)
+        return
     print(f"clip {args.clip.name}, {args.frames} frames of 224x224, CPU")
     header = f"{'stage':<11}" + "".join(f"{f'{p} proc' + ('s' if p > 1 else '') + ': f/s, CPU ms/f':>30}" for p in args.procs)
     print(header)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,7 @@ from thead.model import ENCODE_NETWORKS, LSR
 
 TRAIN_17 = "fsth_eval_subset/train/id00017/OLguY5ofUrY/combined"
 CLIP_61 = "test_videos/id00061/mMOd25Ag7XY/00239.mp4"
+CLIP_17 = "test_videos/id00017/OLguY5ofUrY/00039.mp4"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -75,7 +78,8 @@ def test_enroll_one_photo_and_a_video(tmp_path, sample_dir, encoders, detector):
     assert one.num_shots == 1 and any("one photo gives one shot" in n for n in notes)
     assert one.photo.shape == (224, 224, 3)
     assert np.array_equal(one.photo, load_image(sample_dir / TRAIN_17 / "00005_rgb.png"))
-    video = enroll(sample_dir / CLIP_61, "vid", EnrollOptions(num_shots=3), model=encoders, store=store, detector=detector)
+    video = enroll(sample_dir / CLIP_61, "vid", EnrollOptions(num_shots=3, pick="even"), model=encoders, store=store,
+                   detector=detector)
     assert video.num_shots == 3 and video.info.source.endswith("00239.mp4")
     # 126 frames, K = 3 -> frames 0, 42, 84; shot 1 is frame 42's crop.
     with open_video(sample_dir / CLIP_61) as reader:
@@ -113,3 +117,28 @@ def test_name_taken_unless_overwrite(tmp_path, sample_dir, encoders, detector):
     with pytest.raises(AvatarError, match="already exists"):
         enroll(photo, "x", model=encoders, store=store, detector=detector)
     enroll(photo, "x", EnrollOptions(overwrite=True, num_shots=1), model=encoders, store=store, detector=detector)
+
+
+def test_best_shots_avoid_closed_eyes(tmp_path, sample_dir, detector):
+    # id00017's clip blinks at frames 80-83; cut to open mid-blink, the authors' evenly spaced
+    # frames take the blink as shot 0, "best" takes a frame of the same part with open eyes.
+    from tests.test_motion_driver import write_clip
+    from thead.enroll import collect_shots, shot_cost
+    from thead.faces.pose import eye_opening
+
+    clip = write_clip(sample_dir / CLIP_17, tmp_path / "blink.mp4", first=80)
+    even = collect_shots(clip, EnrollOptions(num_shots=2, pick="even"), detector)
+    best = collect_shots(clip, EnrollOptions(num_shots=2), detector)
+    assert [s.where.split()[1] for s in even] == ["0", "42"]
+    assert eye_opening(even[0].landmarks) < 0.18  # measured 0.164: eyes half shut
+    assert all(eye_opening(s.landmarks) > 0.22 for s in best)  # measured 0.263, 0.263
+    assert int(best[0].where.split()[1]) < 42 and shot_cost(best[0]) < shot_cost(even[0])
+    # a folder: each of the K parts gives its best photo, the part's own range kept
+    folder = sample_dir / "fsth_eval_subset/train/id00061/mMOd25Ag7XY/combined"
+    shots = collect_shots(folder, EnrollOptions(num_shots=4), detector)
+    numbers = [int(Path(s.where).name[:5]) for s in shots]
+    assert [n // 8 for n in numbers] == [0, 1, 2, 3]
+    assert min(eye_opening(s.landmarks) for s in shots) >= min(
+        eye_opening(s.landmarks) for s in collect_shots(folder, EnrollOptions(num_shots=4, pick="even"), detector))
+    with pytest.raises(UsageError):
+        EnrollOptions(pick="worst")

@@ -85,7 +85,7 @@ def test_template_round_trip_holds_no_pixels(tmp_path, clip_motion):
     template, _ = clip_motion
     path = template.save(tmp_path / "m.npz")
     with np.load(path) as z:
-        assert set(z.files) == {"format", "format_version", "landmarks", "face_found", "fps", "num_frames", "crop_size"}
+        assert set(z.files) == {"format", "format_version", "landmarks", "face_found", "fps", "num_frames", "crop_size", "onto", "reference", "reference_index"}
         assert all(z[k].size <= 30 * 68 * 2 for k in z.files)  # nothing image-sized
     back = MotionTemplate.load(path)
     assert np.array_equal(back.landmarks, template.landmarks) and back.fps == template.fps

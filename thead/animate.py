@@ -42,6 +42,7 @@ from thead.motion import (
     MotionTransfer,
     PhotoDriver,
     driver_kind,
+    driver_targets,
     open_driver,
 )
 from thead.runtime import tune_cpu_allocator
@@ -61,7 +62,14 @@ class AnimateOptions:
         driver's landmarks as they are; self-reenactment). See ``thead.motion``.
     paste_back: composite the rendered crop into the avatar's photo at the photo's resolution.
     compare: put the driver's crop (a motion template: its contour drawing) left of the result.
-    smooth, smooth_strength: One-Euro smoothing of the driver's landmarks (0 = off, 1 = default).
+    smooth, smooth_strength: One-Euro smoothing of the driver's landmarks (0 = off, 1 = default;
+        zero-lag forward-backward for files).
+    reference: relative motion's neutral driver frame: "auto" (the most neutral: mouth closed,
+        eyes open, frontal), "first", or a frame number. See ``thead.motion``.
+    start_s, duration_s: the part of a video driver to use (its audio follows).
+    audio: a sound file for the output (a motion template's or a photo driver's video has none
+        of its own; it replaces a video driver's). A photo driver with audio gives a video of
+        the audio's length.
     device: None = CUDA when present, else CPU. dtype: "fp32", "bf16" (CPU or CUDA; about 2x
         faster on CPUs with AVX512-BF16), "fp16" (CUDA only).
     batch: frames per G^l+G^s call (None: 2 on CPU, ``LSR.cpu_chunk``: pairs of frames
@@ -85,6 +93,10 @@ class AnimateOptions:
     crop_scale: float = 1.0
     face_index: int = 0
     max_frames: int | None = None
+    reference: str | int = "auto"
+    start_s: float = 0.0
+    duration_s: float | None = None
+    audio: Path | None = None
     feather: float = 0.08
     queue_frames: int = 8
     finetuned: bool = True
@@ -106,6 +118,9 @@ class AnimateOptions:
             crop=CropOptions(scale=self.crop_scale, face_index=self.face_index),
             smooth=self.smooth,
             smooth_strength=self.smooth_strength,
+            reference=self.reference,
+            start_s=self.start_s,
+            duration_s=self.duration_s,
             max_frames=self.max_frames,
         )
 
@@ -464,16 +479,15 @@ class Animator:
         if isinstance(driver, Driver):
             return driver
         if isinstance(driver, MotionTemplate):
-            return MotionDriver(driver, max_frames=self.options.max_frames)
+            return MotionDriver(driver, max_frames=self.options.max_frames, start_s=self.options.start_s,
+                                duration_s=self.options.duration_s)
         with notes_from_warnings(on_note):
             return open_driver(driver, self.options.driver_options(), on_note=on_note)
 
     def _inputs(self, driver: Driver) -> Iterator[tuple]:
         """Input stage (runs in its own thread): driver frames -> target landmarks -> contours."""
-        transfer = MotionTransfer(self.avatar.reference_landmarks, self.options.motion, align=isinstance(driver, PhotoDriver))
         renderer = ContourRenderer(driver.crop_size)
-        for frame in driver:
-            target = transfer(frame.landmarks)
+        for frame, target in driver_targets(driver, self.avatar.reference_landmarks, self.options.motion):
             contour = renderer.draw(target)
             left = None
             if self.options.compare:
@@ -532,10 +546,31 @@ class Animator:
         output = Path(output)
         drv = self.open(driver, on_note=on_note)
         is_image = isinstance(drv, PhotoDriver)
+        if is_image and self.options.audio is not None:
+            drv, is_image = self._held_photo(drv), False
         check_output(output, "photo" if is_image else drv.kind)
         if is_image:
             return self._write_image(drv, output, t0, on_note)
         return self._write_video(drv, output, t0, progress, on_note)
+
+    def _held_photo(self, photo: PhotoDriver) -> MotionDriver:
+        """A photo driver with ``--audio``: the photo's expression, held for the audio's length
+        at 25 fps (VoxCeleb2's rate), as a template already made for this avatar."""
+        import av
+
+        audio = Path(self.options.audio)
+        try:
+            with av.open(str(audio), metadata_errors="ignore") as container:
+                seconds = (container.duration or 0) / 1e6
+        except (av.error.FFmpegError, OSError) as e:
+            raise VideoError(f"--audio {audio} is not a readable sound file ({e})") from None
+        if seconds <= 0:
+            raise VideoError(f"--audio {audio} has no duration")
+        fps = Fraction(25)
+        n = max(1, int(np.ceil(seconds * fps)))
+        target = MotionTransfer(self.avatar.reference_landmarks, self.options.motion, align=True)(photo.landmarks)
+        template = MotionTemplate(np.repeat(target[None], n, 0), np.ones(n, bool), fps, photo.crop_size, onto=self.avatar.name)
+        return MotionDriver(template, photo.path)
 
     def _write_image(self, driver: Driver, output: Path, t0: float, on_note) -> AnimateResult:
         from thead.video import write_image
@@ -554,11 +589,15 @@ class Animator:
             raise UsageError(f"the driver {driver.path} has no frames")
         image = even_size(first.image)
         size = (image.shape[1], image.shape[0])
-        # The writer trims the audio to the frames written (--max-frames keeps its part).
+        # The writer trims the audio to the frames written (--max-frames keeps its part) and
+        # starts it where the driver starts (--start).
         audio_from = driver.path if driver.has_audio and driver.kind == "video" else None
+        audio_start = driver.audio_start_s if audio_from is not None else 0.0
+        if self.options.audio is not None:
+            audio_from, audio_start = Path(self.options.audio), 0.0
         count = 0
         try:
-            with VideoWriter(output, driver.fps, size, audio_from=audio_from) as writer:
+            with VideoWriter(output, driver.fps, size, audio_from=audio_from, audio_start_s=audio_start) as writer:
                 sink = _Sink(lambda im: writer.write(even_size(im)), maxsize=self.options.queue_frames, name="thead-output")
                 try:
                     sink.put(first.image)
@@ -604,8 +643,9 @@ def animate(
         if not Path(driver).exists():
             raise VideoError(f"driver {driver} does not exist")
         check_input_file(driver, "driver")
-        refuse_same_file(output, [driver])
-        check_output(Path(output), driver_kind(Path(driver)))
+        kind = driver_kind(Path(driver))
+        check_output(Path(output), "motion" if kind == "photo" and options.audio is not None else kind)
+    refuse_same_file(output, [driver, options.audio])
     animator = Animator.load(name, options, weights=weights, store=store)
     if animator.personal_skipped:
         on_note(f"'{name}' has fine-tuned weights made from other base weights; rendering with the base weights")

@@ -116,7 +116,8 @@ def synthetic_motion(landmarks: np.ndarray, seconds: float = 4.0, fps: int = 25,
         for j, w in _JAW_DROP.items():
             p[j, 1] += w * o
         frames[i] = _rotate(p, depth, centre, float(yaw[i]), float(pitch[i]), float(roll[i]))
-    return MotionTemplate(landmarks=frames, face_found=np.ones(n, bool), fps=Fraction(fps))
+    # the reference is the avatar's own face, so relative motion starts from it exactly
+    return MotionTemplate(landmarks=frames, face_found=np.ones(n, bool), fps=Fraction(fps), reference=frames[0], reference_index=0)
 
 
 # ------------------------------------------------------------------------ the demo

@@ -1,6 +1,7 @@
 """Enrolment: photos or a video of a person -> an ``Avatar`` (both encoders, once).
 
-    source -> K shots (floor(linspace(0, N, K)), ref §1.8) -> face crop (VoxCeleb2 framing)
+    source -> K shots (the best frame of each of K equal parts; or the authors' floor(linspace(0,
+              N, K)), ref §1.8) -> face crop (VoxCeleb2 framing)
            -> 68 landmarks on the 224 crop -> contour drawing (ref §1.3)
            -> E^s, E^l on [rgb ‖ contour], averaged over the K shots (ref §4.6) -> avatar store
 
@@ -18,6 +19,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -38,6 +40,7 @@ from thead.faces import (
 )
 from thead.faces.images import IMAGE_SUFFIXES
 from thead.faces.landmarks import DetectorKind
+from thead.faces.pose import eye_opening, yaw_asymmetry
 from thead.model import ENCODE_NETWORKS, LSR
 from thead.validate import check_one_person
 
@@ -56,6 +59,10 @@ class EnrollOptions:
     device: where the encoders run (None: CUDA when present, else CPU).
     overwrite: replace an existing avatar of the same name.
     one_person: refuse shots that show different people (by default a note says so).
+    pick: how a video's frames or a folder's photos become the K shots: "best" (default: the
+        source cut in K equal parts, and in each the best of ``candidates`` evenly spaced
+        frames: eyes open, frontal, sharp, the crop inside the picture, ``shot_cost``) or
+        "even" (the authors' evenly spaced frames, ref §1.8, for comparisons with the paper).
     """
 
     num_shots: int = 8
@@ -64,10 +71,16 @@ class EnrollOptions:
     device: str | None = None
     overwrite: bool = False
     one_person: bool = False
+    pick: Literal["best", "even"] = "best"
+    candidates: int = 4
 
     def __post_init__(self):
         if self.num_shots < 1:
             raise UsageError(f"--shots must be 1 or more, got {self.num_shots}")
+        if self.pick not in ("best", "even"):
+            raise UsageError(f"shot pick must be 'best' or 'even', got {self.pick!r}")
+        if self.candidates < 1:
+            raise UsageError(f"candidates must be 1 or more, got {self.candidates}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,6 +143,39 @@ def landmarks_on_crop(detector: LandmarkDetector, crop: FaceCrop) -> np.ndarray:
     return best.landmarks.astype(np.float32)
 
 
+def sharpness(image: np.ndarray, landmarks: np.ndarray) -> float:
+    """Variance of the Laplacian of the grey face region (inside the landmarks' box) of a
+    crop: higher is sharper (Pech-Pacheco et al. 2000); motion blur and defocus lower it."""
+    grey = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    (x0, y0), (x1, y1) = np.clip(landmarks.min(0), 0, None).astype(int), np.ceil(landmarks.max(0)).astype(int) + 1
+    face = grey[y0:y1, x0:x1]
+    if face.shape[0] < 3 or face.shape[1] < 3:
+        return 0.0
+    lap = face[1:-1, :-2] + face[1:-1, 2:] + face[:-2, 1:-1] + face[2:, 1:-1] - 4 * face[1:-1, 1:-1]
+    return float(lap.var())
+
+
+def inside_fraction(crop: FaceCrop, image_size: tuple[int, int]) -> float:
+    """The share of the crop window that lies inside the picture (1: no padding)."""
+    w, h = image_size
+    b = crop.box
+    x = max(0.0, min(b.cx + b.side / 2, w - 0.5) - max(b.cx - b.side / 2, -0.5))
+    y = max(0.0, min(b.cy + b.side / 2, h - 0.5) - max(b.cy - b.side / 2, -0.5))
+    return x * y / (b.side * b.side)
+
+
+def shot_cost(shot: Shot) -> float:
+    """How poor a shot is (lower is better), comparable between frames of one source: closed
+    eyes (aspect ratio under 0.2) cost most, then a turned head (yaw beyond 0.1), a crop
+    reaching past the picture, and blur (log of the Laplacian variance, so only ratios count)."""
+    lm = shot.landmarks
+    closed = max(0.2 - float(eye_opening(lm)), 0.0) / 0.2  # 0 open .. 1 shut
+    turned = max(float(yaw_asymmetry(lm)) - 0.1, 0.0)
+    outside = 1.0 - inside_fraction(shot.crop, (shot.source_image.shape[1], shot.source_image.shape[0]))
+    blur = -0.25 * math.log(sharpness(shot.crop.image, lm) + 1.0)
+    return 4.0 * closed + 2.0 * turned + 2.0 * outside + blur
+
+
 class ShotMaker:
     """Detect -> pick the face -> crop -> landmarks on the crop -> contour."""
 
@@ -154,27 +200,42 @@ class ShotMaker:
         return Shot(crop=crop, landmarks=landmarks, contour=self.renderer.draw(landmarks), source_image=image, where=where)
 
 
-def _folder_shots(folder: Path, k: int, make: ShotMaker, on_note) -> Iterator[Shot]:
+def _parts(n: int, k: int, candidates: int) -> list[list[int]]:
+    """For each of the K shots, the frames it is chosen among: [start of the part] for one
+    candidate (the authors' frames), else up to ``candidates`` evenly spaced frames of the
+    part, its start first."""
+    starts = shot_indices(n, k)
+    ends = starts[1:] + [n]
+    return [sorted(set(int(v) for v in np.linspace(a, b, min(candidates, b - a), endpoint=False))) for a, b in zip(starts, ends)]
+
+
+def _folder_shots(folder: Path, k: int, candidates: int, make: ShotMaker, on_note) -> Iterator[Shot]:
     photos = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not photos:
         raise UsageError(f"{folder} has no photos ({', '.join(IMAGE_SUFFIXES)})")
     if k > len(photos):
         on_note(f"{folder} has {len(photos)} photo(s); using all of them (K = {len(photos)})")
-    for i in shot_indices(len(photos), k):
+
+    def shot_of(i: int) -> Shot | None:
         try:
             shot = make(load_image(photos[i]), str(photos[i]), required=False)
         except ImageError as e:
             on_note(f"skipping {photos[i].name}: {e}")
-            continue
+            return None
         if shot is None:
             on_note(f"skipping {photos[i].name}: no face found")
-            continue
-        yield shot
+        return shot
+
+    for part in _parts(len(photos), k, candidates):
+        shots = [s for s in map(shot_of, part) if s is not None]
+        if shots:
+            yield min(shots, key=shot_cost)
 
 
-def _video_shots(video: Path, k: int, make: ShotMaker, on_note) -> Iterator[Shot]:
-    """K frames by the linspace rule; a frame without a face is replaced by the next frame
-    that has one (before the next chosen frame). Streams: one decoded frame at a time."""
+def _video_shots(video: Path, k: int, candidates: int, make: ShotMaker, on_note) -> Iterator[Shot]:
+    """K shots, the best of each part's candidate frames (``_parts``); a part whose candidates
+    have no face falls back on its first later frame with one. Streams: one decoded frame at a
+    time, and only each part's best shot so far is kept."""
     from thead.video import open_video
 
     with open_video(video) as reader:
@@ -184,22 +245,27 @@ def _video_shots(video: Path, k: int, make: ShotMaker, on_note) -> Iterator[Shot
             n = sum(1 for _ in reader)
     if n == 0:
         raise NoFaceError(f"{video} has no frames")
-    targets = shot_indices(n, k)
-    bounds = targets[1:] + [n]
-    j = 0
+    parts = _parts(n, k, candidates)
+    ends = [p[0] for p in parts[1:]] + [n]
+    j, best = 0, None
     with open_video(video) as reader:
         for frame in reader:
-            while j < len(targets) and frame.index >= bounds[j]:
-                on_note(f"no face in frames {targets[j]}-{bounds[j] - 1} of {video.name}; one shot fewer")
-                j += 1
-            if j >= len(targets):
+            while j < len(parts) and frame.index >= ends[j]:
+                if best is not None:
+                    yield best
+                else:
+                    on_note(f"no face in frames {parts[j][0]}-{ends[j] - 1} of {video.name}; one shot fewer")
+                j, best = j + 1, None
+            if j >= len(parts):
                 break
-            if frame.index < targets[j]:
+            wanted = frame.index in parts[j] or (best is None and frame.index > parts[j][-1])
+            if not wanted:
                 continue
             shot = make(frame.image, f"frame {frame.index} of {video}", required=False)
-            if shot is not None:
-                yield shot
-                j += 1
+            if shot is not None and (best is None or shot_cost(shot) < shot_cost(best)):
+                best = shot
+    if j < len(parts) and best is not None:
+        yield best
 
 
 def collect_shots(source: str | os.PathLike, options: EnrollOptions, detector: LandmarkDetector,
@@ -208,14 +274,15 @@ def collect_shots(source: str | os.PathLike, options: EnrollOptions, detector: L
     source = Path(source)
     kind = source_kind(source)
     make = ShotMaker(detector, options.crop, on_note)
+    candidates = options.candidates if options.pick == "best" else 1
     if kind == "photo":
         if options.num_shots > 1:
             on_note(f"one photo gives one shot (K = 1); pass a folder or a video for K = {options.num_shots}")
         shots = [make(load_image(source), str(source), required=True)]
     elif kind == "folder":
-        shots = list(_folder_shots(source, options.num_shots, make, on_note))
+        shots = list(_folder_shots(source, options.num_shots, candidates, make, on_note))
     else:
-        shots = list(_video_shots(source, options.num_shots, make, on_note))
+        shots = list(_video_shots(source, options.num_shots, candidates, make, on_note))
     if not shots:
         raise NoFaceError(f"no face found in {source}")
     return shots
@@ -340,3 +407,26 @@ def enroll(
         if replaced:
             on_note(replaced)
     return avatar
+
+
+def avatar_sheet(avatar: Avatar) -> np.ndarray:
+    """One picture of what an avatar holds: a column per shot with its crop, its contour drawing
+    and the two overlaid, and a first column with the paste-back photo, the first shot's crop
+    window outlined. uint8 [3·S, (K+1)·S, 3] with S the crop side (224)."""
+    from PIL import Image, ImageDraw
+
+    size = avatar.shots.shape[1]
+    renderer = ContourRenderer(size)
+    photo = Image.fromarray(avatar.photo)
+    corners = np.array([[-0.5, -0.5], [size - 0.5, -0.5], [size - 0.5, size - 0.5], [-0.5, size - 0.5]])
+    outline = [tuple(p) for p in corners @ avatar.crop_to_photo[:2, :2].T + avatar.crop_to_photo[:2, 2]]
+    ImageDraw.Draw(photo).polygon(outline, outline=(255, 64, 64), width=max(2, round(max(photo.size) / 200)))
+    photo.thumbnail((size, 3 * size))
+    columns = [np.zeros((3 * size, size, 3), np.uint8)]
+    columns[0][: photo.height, : photo.width] = np.asarray(photo)
+    for shot, landmarks in zip(avatar.shots, avatar.landmarks):
+        contour = renderer.draw(landmarks)
+        drawn = contour.max(axis=2, keepdims=True) > 0
+        overlay = np.where(drawn, contour, (shot * 0.6).astype(np.uint8))
+        columns.append(np.concatenate([shot, contour, overlay], axis=0))
+    return np.concatenate(columns, axis=1)

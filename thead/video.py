@@ -310,6 +310,7 @@ class VideoWriter:
         size: tuple[int, int],
         audio_from: str | os.PathLike | None = None,
         *,
+        audio_start_s: float = 0.0,
         crf: int = 18,
         preset: str = "veryfast",
     ):
@@ -324,6 +325,7 @@ class VideoWriter:
         self.audio_from = Path(audio_from) if audio_from is not None else None
         if self.audio_from is not None and not self.audio_from.is_file():
             raise VideoError(f"{self.audio_from} (audio source) does not exist")
+        self.audio_start_s = float(audio_start_s)  # the source audio from here on (a cut driver)
         self.crf, self.preset = crf, preset
         self.frames_written = 0
         self._stack: contextlib.ExitStack | None = None
@@ -384,7 +386,7 @@ class VideoWriter:
             # layout for the channel count.
             layout = _DEFAULT_LAYOUTS.get(cc.layout.nb_channels, "stereo")
             self._audio_out = self._container.add_stream("aac", rate=cc.sample_rate or 48000, layout=layout)
-        self._audio_offset_s = (self._source.start_time or 0) / 1e6
+        self._audio_offset_s = (self._source.start_time or 0) / 1e6 + self.audio_start_s
         self._audio_packets = self._audio_items()
 
     def _audio_items(self) -> Iterator:
@@ -444,10 +446,17 @@ class VideoWriter:
             if start_s >= end_s:
                 return
             self._pending = None
+            if start_s < 0 and self.audio_start_s:  # before the cut
+                continue
             if self._transcode:
                 item.pts = None  # the encoder numbers its own output samples
                 self._emit(self._audio_out.encode(item))
             else:
+                if self.audio_start_s:
+                    shift = round(self.audio_start_s / item.time_base)
+                    item.pts -= shift
+                    if item.dts is not None:
+                        item.dts -= shift
                 item.stream = self._audio_out
                 self._emit([item])
 

@@ -96,7 +96,7 @@ def test_single_frame_crop_and_options(fsth_frames, detector):
 def test_padding_where_the_window_leaves_the_image(fsth_frames, detector):
     frame = load_image(fsth_frames[0])
     face = detector.detect(frame)[0]
-    opts = CropOptions(scale=2.0)
+    opts = CropOptions(scale=2.0, pad="edge")
     edge = crop_face(frame, face, opts).image
     black = crop_face(frame, face, CropOptions(scale=2.0, pad="black")).image
     assert (black[:5, :5] == 0).all() and (black[-5:, -5:] == 0).all()
@@ -131,7 +131,7 @@ def test_stable_box_ignores_missing_frames_and_outliers(fsth_faces):
         stable_crop_box([None, None])
 
 
-@pytest.mark.parametrize("kwargs", [{"scale": 0}, {"scale": float("nan")}, {"face_index": -1}, {"pad": "mirror"}])
+@pytest.mark.parametrize("kwargs", [{"scale": 0}, {"scale": float("nan")}, {"face_index": -1}, {"pad": "mirror"}, {"pad": "reflect"}])
 def test_bad_options(kwargs):
     with pytest.raises(UsageError):
         CropOptions(**kwargs)
@@ -152,3 +152,54 @@ def test_close_up_is_padded_back_to_voxceleb_framing(fsth_frames, detector):
     expected = apply_affine(face_box(original).from_frame(), original.landmarks)
     err = np.linalg.norm(crop.landmarks - expected, axis=1).mean()
     assert err < 3.0, err
+
+
+def streaks(strip: np.ndarray) -> float:
+    """Across-to-along texture of a left/right padding strip: mean |d/dx| over mean |d/dy|.
+    Repeated edge pixels are streaks (0: every row constant); a natural background is ~1."""
+    strip = strip.astype(np.float64)
+    return float(np.abs(np.diff(strip, axis=1)).mean() / max(np.abs(np.diff(strip, axis=0)).mean(), 1e-6))
+
+
+@pytest.mark.parametrize("index", [110, 5, 70, 150])
+def test_close_up_padding_is_blurred_background_not_streaks(fsth_frames, detector, index):
+    # Close-ups whose VoxCeleb2 window runs past the picture's left edge (as in the test above).
+    from PIL import Image
+
+    frame = load_image(fsth_frames[index])
+    close = np.asarray(Image.fromarray(frame[30:180, 37:187]).resize((512, 512), Image.Resampling.LANCZOS))
+    face = detector.detect(close)[0]
+    crops = {pad: crop_face(close, face, CropOptions(pad=pad)) for pad in ("blur", "edge")}
+    assert CropOptions().pad == "blur"
+    left = int(crops["blur"].from_frame[0, 0] * -0.5 + crops["blur"].from_frame[0, 2]) - 1  # picture starts here
+    assert left > 10
+    # measured on these four: edge 0.00 (pure streaks), blur 0.9-2.0
+    assert streaks(crops["edge"].image[:, :left]) < 0.05
+    assert 0.5 < streaks(crops["blur"].image[:, :left]) < 3.0
+    # no seam: the columns either side of the picture's edge differ no more than inside it
+    blur = crops["blur"].image.astype(np.float64)
+    seam = np.abs(blur[:, left + 1] - blur[:, left - 1]).mean()
+    inside = np.abs(blur[:, left + 11] - blur[:, left + 9]).mean()
+    assert seam < 2 * inside + 4, (seam, inside)
+    # the picture itself is cropped the same whatever the padding
+    np.testing.assert_array_equal(crops["blur"].image[60:160, 80:160], crops["edge"].image[60:160, 80:160])
+
+
+def test_turned_window_crops_a_rolled_face_upright(fsth_frames, detector):
+    from thead.faces.landmarks import turn_image
+
+    frame = load_image(fsth_frames[3])
+    face = detector.detect(frame)[0]
+    upright = crop_face(frame, face)
+    for angle in (90.0, -90.0, 40.0):
+        turned, back = turn_image(frame, angle)  # the picture turned counter-clockwise
+        to_turned = np.linalg.inv(back)
+        moved = Face(face.box, apply_affine(to_turned, face.landmarks), face.score)
+        box = face_box(moved, angle_deg=-angle)  # the window turns clockwise-positive
+        crop = crop_face(turned, moved, box=box)
+        assert box.side == pytest.approx(upright.box.side, rel=1e-6)
+        np.testing.assert_allclose(crop.landmarks, upright.landmarks, atol=1e-3)  # same crop pixels
+        np.testing.assert_allclose(apply_affine(crop.to_frame, crop.landmarks), moved.landmarks, atol=1e-3)
+        diff = np.abs(crop.image.astype(int) - upright.image.astype(int))[8:-8, 8:-8]
+        limit = 2 if angle % 90 == 0 else 12  # quarter turns are exact up to resampling
+        assert np.median(diff) <= limit, np.median(diff)

@@ -32,6 +32,11 @@ class MotionChoice(str, enum.Enum):
     absolute = "absolute"
 
 
+class PickChoice(str, enum.Enum):
+    best = "best"
+    even = "even"
+
+
 class DTypeChoice(str, enum.Enum):
     fp32 = "fp32"
     bf16 = "bf16"
@@ -46,6 +51,9 @@ CropScale = Annotated[float, typer.Option("--crop-scale", min=0.25, max=4.0, hel
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or notes; errors only.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", "-y", help="Replace the output file if it exists.")]
 MaxFrames = Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Stop after this many driver frames.")]
+Start = Annotated[float, typer.Option("--start", min=0.0, help="Seconds into the driver video to start at (its audio follows).")]
+Duration = Annotated[Optional[float], typer.Option("--duration", min=0.0, help="Seconds of driver video to use (default: to the end).")]
+Reference = Annotated[str, typer.Option("--reference", help="Relative motion's neutral driver frame: auto (mouth closed, eyes open, frontal), first, or a frame number.")]
 
 
 class _FpsColumn(ProgressColumn):
@@ -103,6 +111,7 @@ def enroll(
     device: Device = _E.device,
     overwrite: Annotated[bool, typer.Option("--overwrite", "-y", help="Replace an avatar of the same name (and drop its fine-tuned weights).")] = _E.overwrite,
     one_person: Annotated[bool, typer.Option("--one-person", help="Refuse shots that show different people (by default a note says so).")] = _E.one_person,
+    pick: Annotated[PickChoice, typer.Option("--pick", help="best: each shot the best of its part of the video/folder (open eyes, frontal, sharp, inside the picture); even: the authors' evenly spaced frames.")] = PickChoice(_E.pick),
     quiet: Quiet = False,
 ) -> None:
     """Enroll a person once: crops, landmarks and both encoders; saved in the avatar store."""
@@ -110,7 +119,8 @@ def enroll(
     from thead.enroll import EnrollOptions, enroll as run
     from thead.faces import CropOptions
 
-    options = EnrollOptions(shots, landmarks.value, CropOptions(scale=crop_scale, face_index=face), device, overwrite, one_person=one_person)
+    options = EnrollOptions(shots, landmarks.value, CropOptions(scale=crop_scale, face_index=face), device, overwrite,
+                            one_person=one_person, pick=pick.value)
     bar = _Bar("enroll", quiet)
     with err_console.status(f"enrolling {name}...") if bar._progress is not None else contextlib.nullcontext():
         avatar = run(source, name, options, weights=weights, on_note=bar.note)
@@ -125,7 +135,7 @@ def animate(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output video (.mp4) or, for a photo driver, image (.png/.jpg).")],
     motion: Annotated[MotionChoice, typer.Option("--motion", help="relative: the avatar keeps its face shape (any driver); absolute: the driver's landmarks as is (self-reenactment).")] = MotionChoice(_A.motion),
     paste_back: Annotated[bool, typer.Option("--paste-back", help="Composite into the avatar's photo at its resolution.")] = _A.paste_back,
-    compare: Annotated[bool, typer.Option("--compare", help="Driver crop and result side by side.")] = _A.compare,
+    compare: Annotated[bool, typer.Option("--compare", help="Left: the driver's 224 crop as the landmarks saw it (a motion template: its own landmarks drawn); right: the result.")] = _A.compare,
     smooth: Annotated[bool, typer.Option("--smooth/--no-smooth", help="Smooth the driver's landmarks over time (One-Euro).")] = _A.smooth,
     smooth_strength: Annotated[float, typer.Option("--smooth-strength", min=0.0, max=100.0, help="0 = off, 1 = default, higher = smoother.")] = _A.smooth_strength,
     device: Device = _A.device,
@@ -136,19 +146,25 @@ def animate(
     face: Face = _A.face_index,
     crop_scale: CropScale = _A.crop_scale,
     max_frames: MaxFrames = _A.max_frames,
+    start: Start = _A.start_s,
+    duration: Duration = _A.duration_s,
+    reference: Reference = str(_A.reference),
+    audio: Annotated[Optional[Path], typer.Option("--audio", help="Sound for the output: a motion template's, or a photo driver's (which then gives a video of the sound's length); replaces a video driver's.")] = _A.audio,
     finetuned: Annotated[bool, typer.Option("--finetuned/--no-finetuned", help="Use the avatar's fine-tuned weights when it has some.")] = _A.finetuned,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
     """Animate an avatar with a driver; streams, keeps the driver's fps and audio."""
     check_input_file(driver, "driver")
-    check_new_output(output, [driver], overwrite=overwrite)
+    check_new_output(output, [driver, audio], overwrite=overwrite)
     from thead.animate import AnimateOptions, animate as run
+    from thead.motion import parse_reference
 
     options = AnimateOptions(
         motion=motion.value, paste_back=paste_back, compare=compare, smooth=smooth, smooth_strength=smooth_strength,
         device=device, dtype=dtype.value, batch=batch, landmarks=landmarks.value, crop_scale=crop_scale,
-        face_index=face, max_frames=max_frames, finetuned=finetuned,
+        face_index=face, max_frames=max_frames, finetuned=finetuned, reference=parse_reference(reference),
+        start_s=start, duration_s=duration, audio=audio,
     )
     with _Bar(name, quiet) as bar:
         result = run(name, driver, output, options, weights=weights, progress=bar, on_note=bar.note)
@@ -215,12 +231,23 @@ def list_avatars() -> None:
 
 
 @avatars_app.command("show")
-def show_avatar(name: Annotated[str, typer.Argument(help="The avatar.")]) -> None:
-    """One avatar's details."""
+def show_avatar(
+    name: Annotated[str, typer.Argument(help="The avatar.")],
+    image: Annotated[Optional[Path], typer.Option("--image", help="Also write a sheet (.png): each shot's crop, contour and both overlaid, and the photo with the crop window.")] = None,
+) -> None:
+    """One avatar's details (and, with --image, a picture of its shots)."""
     from thead.avatar import AvatarStore
 
     store = AvatarStore()
     info = store.info(name)
+    if image is not None:
+        from thead.animate import check_output
+        from thead.enroll import avatar_sheet
+        from thead.video import write_image
+
+        check_output(image, "photo")
+        write_image(image, avatar_sheet(store.load(name)))
+        err_console.print(f"wrote {image}", highlight=False, markup=False)
     rows = {
         "name": info.name, "file": str(store.path(name)), "created": info.created, "source": info.source,
         "shots (K)": str(info.num_shots), "landmarks": info.landmarks, "crop scale": f"{info.crop_scale:g}",
@@ -252,6 +279,11 @@ def extract(
     crop_scale: CropScale = _C.scale,
     max_frames: MaxFrames = _M.max_frames,
     overwrite: Overwrite = False,
+    start: Start = _M.start_s,
+    duration: Duration = _M.duration_s,
+    onto: Annotated[Optional[str], typer.Option("--onto", help="An avatar: save the landmarks exactly as animate would draw them for it (drives animate as they are).")] = None,
+    motion: Annotated[MotionChoice, typer.Option("--motion", help="With --onto: relative or absolute, as animate's --motion.")] = MotionChoice(_A.motion),
+    reference: Reference = str(_M.reference),
     quiet: Quiet = False,
 ) -> None:
     """Save a video's motion (landmarks, fps; no pixels) to drive avatars later."""
@@ -259,11 +291,17 @@ def extract(
     check_new_output(output, [video], overwrite=overwrite)
     from thead.enroll import notes_from_warnings
     from thead.faces import CropOptions
-    from thead.motion import DriverOptions, extract_motion
+    from thead.motion import DriverOptions, extract_motion, parse_reference
 
-    options = DriverOptions(landmarks.value, CropOptions(scale=crop_scale, face_index=face), smooth, smooth_strength, max_frames)
+    options = DriverOptions(landmarks.value, CropOptions(scale=crop_scale, face_index=face), smooth, smooth_strength,
+                            reference=parse_reference(reference), start_s=start, duration_s=duration, max_frames=max_frames)
+    target = None
+    if onto is not None:
+        from thead.avatar import AvatarStore
+
+        target = (onto, AvatarStore().load(onto).reference_landmarks)
     with _Bar("motion", quiet) as bar, notes_from_warnings(bar.note):  # notes, not Python warnings (-q: none)
-        template, missing = extract_motion(video, output, options, progress=bar, on_note=bar.note)
+        template, missing = extract_motion(video, output, options, progress=bar, on_note=bar.note, onto=target, motion=motion.value)
     if not quiet:
         err_console.print(f"wrote {output}: {template.num_frames} frames, {_fps(template.fps)}", highlight=False, markup=False)
         if missing:

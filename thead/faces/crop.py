@@ -32,6 +32,7 @@ from thead.faces.landmarks import Face, LandmarkDetector
 FACE_FRACTION = 0.567
 CENTRE_BELOW_FACE = 0.103
 CROP_SIZE = 224
+PAD_MODES = ("blur", "edge", "black")
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,9 @@ class CropOptions:
     face_index: which face when there are several, 0 = the largest, 1 = the next, ...
     min_face_px: warn when the face (landmarks' bounding square) is smaller than this in the
         source, since the crop is then an upscale and will look soft.
-    pad: how to fill where the crop window leaves the image: repeat the ``edge`` pixels or
+    pad: how to fill where the crop window leaves the image: ``blur`` (default: the picture
+        mirrored across its edge and blurred more the further out, like the out-of-focus
+        background VoxCeleb2 crops show there), ``edge`` (repeat the border pixels: streaks) or
         ``black``.
     size: output side in pixels (the networks take 224).
     """
@@ -54,7 +57,7 @@ class CropOptions:
     offset_y: float = 0.0
     face_index: int = 0
     min_face_px: int = 64
-    pad: Literal["edge", "black"] = "edge"
+    pad: Literal["blur", "edge", "black"] = "blur"
     size: int = CROP_SIZE
 
     def __post_init__(self):
@@ -62,8 +65,8 @@ class CropOptions:
             raise UsageError(f"crop scale must be a positive number, got {self.scale}")
         if self.face_index < 0:
             raise UsageError(f"face index must be 0 or more, got {self.face_index}")
-        if self.pad not in ("edge", "black"):
-            raise UsageError(f"crop padding must be 'edge' or 'black', got {self.pad!r}")
+        if self.pad not in PAD_MODES:
+            raise UsageError(f"crop padding must be one of {', '.join(PAD_MODES)}, got {self.pad!r}")
         if self.size < 8:
             raise UsageError(f"crop size must be at least 8 px, got {self.size}")
 
@@ -71,19 +74,24 @@ class CropOptions:
 @dataclass(frozen=True)
 class CropBox:
     """A square window in frame pixels: centre ``(cx, cy)`` and ``side`` (continuous, pixel
-    centres at integers; the window spans ``cx ± side/2``)."""
+    centres at integers; the window spans ``cx ± side/2``), turned ``angle_deg`` clockwise on
+    screen (0 for upright faces; a rolled face's crop turns with it, so the crop is upright)."""
 
     cx: float
     cy: float
     side: float
+    angle_deg: float = 0.0
 
     def from_frame(self, size: int = CROP_SIZE) -> np.ndarray:
         """3x3 affine: frame pixel (x, y, 1) -> crop pixel, for a ``size``-pixel crop."""
         k = size / self.side
-        # crop u spans [-0.5, size-0.5] <-> frame x in [cx - side/2, cx + side/2]
-        tx = -0.5 - k * (self.cx - self.side / 2)
-        ty = -0.5 - k * (self.cy - self.side / 2)
-        return np.array([[k, 0.0, tx], [0.0, k, ty], [0.0, 0.0, 1.0]])
+        # crop u spans [-0.5, size-0.5] <-> frame x in [cx - side/2, cx + side/2] along the
+        # window's own axes (x: (cos a, sin a), y: (-sin a, cos a) in frame pixels)
+        a = math.radians(self.angle_deg)
+        c, s = math.cos(a), math.sin(a)
+        linear = k * np.array([[c, s], [-s, c]])
+        t = np.array([size / 2 - 0.5, size / 2 - 0.5]) - linear @ [self.cx, self.cy]
+        return np.array([[linear[0, 0], linear[0, 1], t[0]], [linear[1, 0], linear[1, 1], t[1]], [0.0, 0.0, 1.0]])
 
     def to_frame(self, size: int = CROP_SIZE) -> np.ndarray:
         """3x3 affine: crop pixel (u, v, 1) -> frame pixel."""
@@ -115,33 +123,68 @@ def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     return (pts @ matrix[:2, :2].T + matrix[:2, 2]).astype(np.float32)
 
 
-def face_box(face: Face, options: CropOptions = CropOptions()) -> CropBox:
-    """The VoxCeleb2-style crop window for one face (see FACE_FRACTION, CENTRE_BELOW_FACE)."""
-    lo, hi = face.landmarks.min(axis=0), face.landmarks.max(axis=0)
+def face_box(face: Face, options: CropOptions = CropOptions(), angle_deg: float = 0.0) -> CropBox:
+    """The VoxCeleb2-style crop window for one face (see FACE_FRACTION, CENTRE_BELOW_FACE),
+    measured along axes turned ``angle_deg`` clockwise (0: the frame's own axes)."""
+    a = math.radians(angle_deg)
+    axes = np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]])  # rows: window x, y
+    pts = np.asarray(face.landmarks, np.float64) @ axes.T  # landmarks in the window's axes
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
     face_side = float((hi - lo).max())
     side = face_side / FACE_FRACTION * options.scale
-    cx = float(lo[0] + hi[0]) / 2 + options.offset_x * side
-    cy = float(lo[1] + hi[1]) / 2 + CENTRE_BELOW_FACE * face_side + options.offset_y * side
-    return CropBox(cx, cy, side)
+    centre = np.array([(lo[0] + hi[0]) / 2 + options.offset_x * side,
+                       (lo[1] + hi[1]) / 2 + CENTRE_BELOW_FACE * face_side + options.offset_y * side])
+    cx, cy = axes.T @ centre  # back to frame axes
+    return CropBox(float(cx), float(cy), side, float(angle_deg))
 
 
-def stable_crop_box(faces: Sequence[Face | None], options: CropOptions = CropOptions()) -> CropBox:
-    """One crop window for a whole clip: the per-frame windows' median centre and side.
+def stable_crop_box(faces: Sequence[Face | None], options: CropOptions = CropOptions(), angle_deg: float = 0.0) -> CropBox:
+    """One crop window for a whole clip: the per-frame windows' median centre and side, turned
+    by ``angle_deg`` (the clip's roll, for sideways clips; 0 keeps VoxCeleb2's upright frames).
 
     Frames without a face (None) are ignored. A single window means no frame-to-frame jitter
     of the crop itself; the median ignores the odd misdetection. Raises ``NoFaceError`` when no
     frame has a face.
     """
-    boxes = np.array([[b.cx, b.cy, b.side] for b in (face_box(f, options) for f in faces if f is not None)])
+    boxes = np.array([[b.cx, b.cy, b.side] for b in (face_box(f, options, angle_deg) for f in faces if f is not None)])
     if len(boxes) == 0:
         raise NoFaceError("no face found in any frame of the clip")
     cx, cy, side = np.median(boxes, axis=0)
-    return CropBox(float(cx), float(cy), float(side))
+    return CropBox(float(cx), float(cy), float(side), float(angle_deg))
 
 
-def crop_image(image: np.ndarray, box: CropBox, size: int = CROP_SIZE, pad: str = "edge") -> np.ndarray:
+def _pad(region: np.ndarray, pads: tuple, mode: str) -> np.ndarray:
+    """``region`` grown by ``pads`` ((top, bottom), (left, right), (0, 0)) filled per ``mode``.
+
+    ``blur``: the picture mirrored across its edges (np.pad "symmetric", repeated where the pad
+    is wider than the picture), then a Gaussian blur whose radius grows with the distance from
+    the picture, mixed in only outside it: texture and colour continue, with no streaks and no
+    hard seam, and the far padding reads as out-of-focus background.
+    """
+    if mode == "black":
+        return np.pad(region, pads)
+    if mode == "edge":
+        return np.pad(region, pads, mode="edge")
+    from PIL import ImageFilter
+
+    (top, bottom), (left, right), _ = pads
+    h, w = region.shape[:2]
+    out = np.pad(region, pads, mode="symmetric")
+    widest = max(top, bottom, left, right)
+    blurred = np.asarray(Image.fromarray(out).filter(ImageFilter.GaussianBlur(max(2.0, min(h, w) / 16))), np.float32)
+    ys = np.maximum(np.maximum(top - np.arange(out.shape[0]), np.arange(out.shape[0]) - (top + h - 1)), 0)
+    xs = np.maximum(np.maximum(left - np.arange(out.shape[1]), np.arange(out.shape[1]) - (left + w - 1)), 0)
+    dist = np.maximum(ys[:, None], xs[None, :]).astype(np.float32)
+    ramp = np.clip(dist / max(min(widest, min(h, w) / 8), 1.0), 0.0, 1.0)[..., None]
+    return np.clip(out + ramp * (blurred - out) + 0.5, 0, 255).astype(np.uint8)
+
+
+def crop_image(image: np.ndarray, box: CropBox, size: int = CROP_SIZE, pad: str = "blur") -> np.ndarray:
     """Resample the window ``box`` of ``image`` to ``size`` x ``size`` (PIL Lanczos, which
-    antialiases when shrinking); parts outside the image are filled per ``pad``."""
+    antialiases when shrinking; a turned window is shrunk with Lanczos, then turned with
+    bicubic); parts outside the image are filled per ``pad`` (``CropOptions.pad``)."""
+    if box.angle_deg % 360:
+        return _crop_turned(image, box, size, pad)
     h, w = image.shape[:2]
     # PIL boxes use corner coordinates (pixel i spans [i, i+1)): corner = centre + 0.5.
     left, top = box.cx - box.side / 2 + 0.5, box.cy - box.side / 2 + 0.5
@@ -155,11 +198,29 @@ def crop_image(image: np.ndarray, box: CropBox, size: int = CROP_SIZE, pad: str 
     if region.size == 0:  # the window misses the image entirely
         region = np.zeros((y1 - y0, x1 - x0, 3), np.uint8)
     elif any(p for ax in pads for p in ax):
-        region = np.pad(region, pads, mode="edge") if pad == "edge" else np.pad(region, pads)
+        region = _pad(region, pads, pad)
     resized = Image.fromarray(np.ascontiguousarray(region)).resize(
         (size, size), Image.Resampling.LANCZOS, box=(left - x0, top - y0, left - x0 + box.side, top - y0 + box.side)
     )
     return np.asarray(resized)
+
+
+def _crop_turned(image: np.ndarray, box: CropBox, size: int, pad: str) -> np.ndarray:
+    """``crop_image`` for a turned window: the upright square holding it is cropped at the same
+    scale (Lanczos), then turned about its centre (bicubic) and its middle kept; a quarter
+    turn is the upright crop's pixels turned (exact, and as cheap as an upright crop)."""
+    quarter = box.angle_deg / 90.0
+    if quarter == round(quarter):
+        upright = crop_image(image, CropBox(box.cx, box.cy, box.side), size, pad)
+        return np.ascontiguousarray(np.rot90(upright, int(round(quarter)) % 4))
+    outer = box.side * (abs(math.cos(math.radians(box.angle_deg))) + abs(math.sin(math.radians(box.angle_deg))))
+    big = int(math.ceil(size * outer / box.side)) + 4
+    big += (big - size) % 2  # the kept middle starts on a whole pixel
+    upright = crop_image(image, CropBox(box.cx, box.cy, box.side * big / size), big, pad)
+    # Image.rotate turns counter-clockwise on screen; the window is turned clockwise by angle.
+    turned = Image.fromarray(upright).rotate(box.angle_deg, Image.Resampling.BICUBIC, center=(big / 2, big / 2))
+    lo = (big - size) // 2
+    return np.asarray(turned.crop((lo, lo, lo + size, lo + size)))
 
 
 def crop_face(image: np.ndarray, face: Face, options: CropOptions = CropOptions(), box: CropBox | None = None) -> FaceCrop:

@@ -412,6 +412,68 @@ class LandmarkTracker:
         return face
 
 
+# ---------------------------------------------------------------------------------- rotation
+
+# Turns tried, in order, when an upright search finds nothing: a sideways face (a phone clip
+# whose rotation tag was lost) first, then the half-way rolls. HOG finds faces within about
+# ±30° of upright, so these five cover any roll up to ±90°. Upside down is left to the
+# container's rotation tag (``thead.video`` applies it).
+TURNS_DEG = (90.0, -90.0, 45.0, -45.0)
+
+
+def turn_image(image: np.ndarray, angle_deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` turned ``angle_deg`` counter-clockwise on screen (the canvas grows to hold it)
+    and the 3x3 affine taking the turned image's pixels back to ``image``'s."""
+    h, w = image.shape[:2]
+    quarter = angle_deg / 90.0
+    if quarter == round(quarter):
+        turned = np.ascontiguousarray(np.rot90(image, int(round(quarter)) % 4))
+    else:
+        from PIL import Image
+
+        turned = np.asarray(Image.fromarray(image).rotate(angle_deg, Image.Resampling.BILINEAR, expand=True))
+    th, tw = turned.shape[:2]
+    a = np.radians(angle_deg)
+    c, s = np.cos(a), np.sin(a)
+    # numpy's rot90 by 1: turned (x, y) <- source (w-1-y, x); in general a point p of the
+    # turned image, relative to its centre, came from [[c, -s], [s, c]] p about the source's
+    back = np.array([[c, -s], [s, c]])
+    centre_src, centre_dst = np.array([(w - 1) / 2, (h - 1) / 2]), np.array([(tw - 1) / 2, (th - 1) / 2])
+    out = np.eye(3)
+    out[:2, :2] = back
+    out[:2, 2] = centre_src - back @ centre_dst
+    return turned, out
+
+
+def detect_any_roll(detector: LandmarkDetector, image: np.ndarray, *, full: bool = True, first_turn: float = 0.0) -> list[Face]:
+    """Faces rolled by any angle up to ±90°, landmarks in ``image``'s pixels, largest first.
+
+    The cheap pass (``detect_fast``) upright, then on turned copies (``TURNS_DEG``), whose
+    landmarks are measured on the upright face and mapped back; ``first_turn`` is tried first
+    (the turn that found the face in the previous frame of a clip). Only when all miss, with
+    ``full``, the backend's full search on the upright frame (dlib: upsampling and the CNN,
+    which also finds rolled faces but places their landmarks badly).
+    """
+    turns = [first_turn] + [a for a in (0.0, *TURNS_DEG) if a != first_turn]
+    for angle in turns:
+        if angle == 0:
+            faces = detector.detect_fast(image)
+            if faces:
+                return faces
+            continue
+        turned, back = turn_image(image, angle)
+        found = detector.detect_fast(turned)
+        if found:
+            pts = lambda p: (np.asarray(p, np.float64) @ back[:2, :2].T + back[:2, 2]).astype(np.float32)  # noqa: E731
+            out = []
+            for f in found:
+                corners = pts(np.array([[f.box[0], f.box[1]], [f.box[2], f.box[3]], [f.box[0], f.box[3]], [f.box[2], f.box[1]]]))
+                box = np.r_[corners.min(0), corners.max(0)].astype(np.float32)
+                out.append(Face(box=box, landmarks=pts(f.landmarks), score=f.score))
+            return _largest_first(out)
+    return detector.detect(image) if full else []
+
+
 # ---------------------------------------------------------------------------------- factory
 
 def auto_fallback_note() -> str | None:
