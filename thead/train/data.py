@@ -32,6 +32,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 from thead._atomic import atomic_file
+from thead.faces.images import to_tensor
 from thead.errors import DatasetError
 
 INDEX_FORMAT = "thead-train-index/1"
@@ -209,7 +210,8 @@ class Batch:
 
 
 def read_rgb(path: Path, size: int) -> Tensor:
-    """A 224x224 RGB PNG -> float32 [3, H, W] in [-1, 1] via ``x·2/255 − 1`` (ref §1.1)."""
+    """A 224x224 RGB PNG -> float32 [3, H, W] in [-1, 1] via ``x·2/255 − 1`` (ref §1.1),
+    bit for bit as the release's ``_read_image`` computes it (``to_tensor``)."""
     try:
         with Image.open(path) as im:
             if im.mode != "RGB" or im.size != (size, size):
@@ -217,7 +219,7 @@ def read_rgb(path: Path, size: int) -> Tensor:
             a = np.asarray(im)
     except (OSError, ValueError) as e:  # missing, truncated, not an image, wrong size
         raise ValueError(f"{path.name}: {e}") from None
-    return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).float() * (2.0 / 255.0) - 1.0
+    return to_tensor(a)
 
 
 def read_segmap(path: Path, size: int) -> Tensor:
