@@ -42,6 +42,11 @@ def test_stage_a_has_warmup_and_no_decay():
     assert sched(272_501) == 0.0  # past the end the release divides by zero: LR 0 (never reached)
 
 
+def test_no_warmup_means_the_full_lr_from_step_0():
+    sched = training_schedule(1e-3, total_examples=1000, decay_examples=0, global_batch=1, warmup_steps=0)
+    assert [sched(s) for s in (0, 1, 2)] == [np.float32(1e-3)] * 3  # never 0/0 before s0 = 1
+
+
 def test_finetune_schedule_and_steps_by_shots():
     sched = finetune_schedule(1e-3, 60)
     assert [sched(s) for s in (0, 10, 30)] == [np.float32(1e-3)] * 3  # the release's float32 LR

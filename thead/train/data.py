@@ -261,13 +261,15 @@ class ClipDataset(Dataset):
         for _ in range(self.max_fallbacks):
             perm = rng.permutation(min(self.window, int(self.index.num_frames()[clip_idx])))
             try:
-                return (*self._load(clip_idx, perm[: self.num_shots], perm[-1]), tuple(skipped))
+                return (*self.load(clip_idx, perm[: self.num_shots], perm[-1]), tuple(skipped))
             except ValueError as e:  # read_rgb / read_segmap name the file
                 skipped.append(f"{self.index.directories[clip_idx].decode()}: {e}")
                 clip_idx = int(rng.integers(len(self.index)))
         raise DatasetError(f"{self.max_fallbacks} clips in a row could not be read, last: {skipped[-1]}")
 
-    def _load(self, clip_idx: int, shots: np.ndarray, target: int):
+    def load(self, clip_idx: int, shots: np.ndarray, target: int):
+        """Clip ``clip_idx``'s frames at window positions ``shots`` and ``target`` (no fallback):
+        (shots_rgb, shots_contour, target_rgb, target_contour, target_segmap or None)."""
         clip = self.index.clip(clip_idx)
         folder = self.index.root / clip.directory
         window = clip.frames[: self.window]  # the first 10 frames, sorted (ref §1.6)

@@ -30,7 +30,7 @@ class Schedule:
     def __call__(self, step: int) -> float:
         f = np.float32
         s, s0, lr = f(step), f(self.start_step), f(self.base_lr)
-        if s < s0 + f(self.warmup_steps):
+        if self.warmup_steps and s < s0 + f(self.warmup_steps):  # (none: no 0/0 before s0)
             return float(lr * ((s + f(1e-8) - s0) / f(self.warmup_steps)))
         if s <= f(self.decay_start):
             return float(lr)

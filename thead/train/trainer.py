@@ -93,7 +93,9 @@ class Distributed:
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        """A process group is in use: several processes, or one started by the caller (a
+        one-process DDP run, as ``benchmarks/gpu_check.py`` makes on one GPU)."""
+        return self.world_size > 1 or (torch_dist.is_available() and torch_dist.is_initialized())
 
 
 def init_distributed(device: str | None = None) -> Distributed:
