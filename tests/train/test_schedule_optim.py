@@ -28,24 +28,31 @@ def test_stage_b_schedule_follows_the_formula():
     ds, de = (16_350_000 - 1_090_000) // 4, 16_350_000 // 4
     assert (sched.decay_start, sched.decay_end) == (ds, de)
     for s in [0, 1, 250, 499, 500, 272_500, ds, ds + 1, ds + 2725, ds + 100_000, de - 1, de]:
-        assert sched(s) == pytest.approx(reference_lr(s, 1e-3, 0, 500, ds, de), rel=1e-12), s
-    assert sched(0) == pytest.approx(1e-3 * 1e-8 / 500)  # s0 = 0: never negative (the release's s0 = 1 is a bug)
+        assert sched(s) == pytest.approx(reference_lr(s, 1e-3, 1, 500, ds, de), rel=1e-6), s  # float32
+    # s0 = 1 as in the release (its LR multiplier lands in ``starting_step``): −2e-6, then 0
+    assert (sched(0), sched(1)) == (pytest.approx(-2e-6, rel=1e-6), 0.0)
     assert sched(de) == pytest.approx(1e-5)  # lr / 100 at the end
     assert sched(ds + (de - ds) // 2) == pytest.approx(1e-3 / 50)  # 1/t, not linear
 
 
 def test_stage_a_has_warmup_and_no_decay():
     sched = training_schedule(1e-3, total_examples=1_090_000, decay_examples=0, global_batch=4, warmup_steps=500)
-    assert sched(250) == pytest.approx(5e-4)
-    assert sched(600) == sched(272_499) == 1e-3
+    assert sched(250) == pytest.approx(4.98e-4, rel=1e-6)  # (250 − s0)/500 with s0 = 1
+    assert sched(600) == sched(272_499) == np.float32(1e-3)
+    assert sched(272_501) == 0.0  # past the end the release divides by zero: LR 0 (never reached)
+
+
+def test_no_warmup_means_the_full_lr_from_step_0():
+    sched = training_schedule(1e-3, total_examples=1000, decay_examples=0, global_batch=1, warmup_steps=0)
+    assert [sched(s) for s in (0, 1, 2)] == [np.float32(1e-3)] * 3  # never 0/0 before s0 = 1
 
 
 def test_finetune_schedule_and_steps_by_shots():
     sched = finetune_schedule(1e-3, 60)
-    assert [sched(s) for s in (0, 10, 30)] == [1e-3] * 3
-    assert sched(45) == pytest.approx(reference_lr(45, 1e-3, 0, 0, 30, 60))
-    assert sched(59) == pytest.approx(1e-3 / max(1, 100 * 29 / 30))
-    assert all(finetune_schedule(1e-3, 60, decay=False)(s) == 1e-3 for s in range(60))
+    assert [sched(s) for s in (0, 10, 30)] == [np.float32(1e-3)] * 3  # the release's float32 LR
+    assert sched(45) == pytest.approx(reference_lr(45, 1e-3, 0, 0, 30, 60), rel=1e-6)
+    assert sched(59) == pytest.approx(1e-3 / max(1, 100 * 29 / 30), rel=1e-6)
+    assert all(finetune_schedule(1e-3, 60, decay=False)(s) == np.float32(1e-3) for s in range(60))
     assert [finetune_steps(k) for k in (1, 3, 4, 7, 8, 15, 16, 31, 32, 64)] == [24, 24, 60, 60, 100, 100, 200, 200, 400, 400]
 
 

@@ -83,12 +83,15 @@ def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """uint8 HxWx3 -> float32 3xHxW in [-1, 1] (``x*2/255 - 1``, ref §1.1)."""
+    """uint8 HxWx3 -> float32 3xHxW in [-1, 1] (``x*2/255 - 1``, ref §1.1).
+
+    The release's float32 operations in its order (``x*2`` exact, then ``/255``, then ``-1``):
+    multiplying by a rounded 2/255 instead is one ulp off on some levels."""
     import torch
 
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"to_tensor needs uint8 HxWx3, got {image.dtype} {image.shape}")
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float() * (2.0 / 255.0) - 1.0
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().mul_(2).div_(255).sub_(1)
 
 
 def from_tensor(x: torch.Tensor) -> np.ndarray:

@@ -32,6 +32,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 from thead._atomic import atomic_file
+from thead.faces.images import to_tensor
 from thead.errors import DatasetError
 
 INDEX_FORMAT = "thead-train-index/1"
@@ -209,7 +210,8 @@ class Batch:
 
 
 def read_rgb(path: Path, size: int) -> Tensor:
-    """A 224x224 RGB PNG -> float32 [3, H, W] in [-1, 1] via ``x·2/255 − 1`` (ref §1.1)."""
+    """A 224x224 RGB PNG -> float32 [3, H, W] in [-1, 1] via ``x·2/255 − 1`` (ref §1.1),
+    bit for bit as the release's ``_read_image`` computes it (``to_tensor``)."""
     try:
         with Image.open(path) as im:
             if im.mode != "RGB" or im.size != (size, size):
@@ -217,7 +219,7 @@ def read_rgb(path: Path, size: int) -> Tensor:
             a = np.asarray(im)
     except (OSError, ValueError) as e:  # missing, truncated, not an image, wrong size
         raise ValueError(f"{path.name}: {e}") from None
-    return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).float() * (2.0 / 255.0) - 1.0
+    return to_tensor(a)
 
 
 def read_segmap(path: Path, size: int) -> Tensor:
@@ -259,13 +261,15 @@ class ClipDataset(Dataset):
         for _ in range(self.max_fallbacks):
             perm = rng.permutation(min(self.window, int(self.index.num_frames()[clip_idx])))
             try:
-                return (*self._load(clip_idx, perm[: self.num_shots], perm[-1]), tuple(skipped))
+                return (*self.load(clip_idx, perm[: self.num_shots], perm[-1]), tuple(skipped))
             except ValueError as e:  # read_rgb / read_segmap name the file
                 skipped.append(f"{self.index.directories[clip_idx].decode()}: {e}")
                 clip_idx = int(rng.integers(len(self.index)))
         raise DatasetError(f"{self.max_fallbacks} clips in a row could not be read, last: {skipped[-1]}")
 
-    def _load(self, clip_idx: int, shots: np.ndarray, target: int):
+    def load(self, clip_idx: int, shots: np.ndarray, target: int):
+        """Clip ``clip_idx``'s frames at window positions ``shots`` and ``target`` (no fallback):
+        (shots_rgb, shots_contour, target_rgb, target_contour, target_segmap or None)."""
         clip = self.index.clip(clip_idx)
         folder = self.index.root / clip.directory
         window = clip.frames[: self.window]  # the first 10 frames, sorted (ref §1.6)

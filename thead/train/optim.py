@@ -2,19 +2,24 @@
 Keras' ``clipvalue`` (element-wise clipping of each gradient) first, ref §5.2-§5.3.
 
     g ← clip(g, −c, c)
+    α ← lr · sqrt(1 − β2^t) / (1 − β1^t)
     m ← m + (g − m)(1 − β1);   v ← v + (g² − v)(1 − β2)
-    θ ← θ − lr · sqrt(1 − β2^t)/(1 − β1^t) · m / (sqrt(v) + ε)
+    θ ← θ − (m · α) / (sqrt(v) + ε)
 
 ε is added to sqrt(v) *before* the bias correction of v, unlike ``torch.optim.Adam`` (whose ε
 is added to sqrt(v̂)); with ε = 1e-7 the two differ where v is tiny, so thead keeps Keras'
-form. The moments and the iteration count are plain tensors keyed by parameter name, which is
-what a checkpoint stores.
+form. Every scalar (lr, β, β^t, 1 − β, α, ε) is a float32 computed with float32 operations,
+and the tensor operations run one at a time in TF's order, so the update equals TF's bit for
+bit in float32 (shared/parity/train: every element of one step of both stages). The moments
+and the iteration count are plain tensors keyed by parameter name, which is what a checkpoint
+stores.
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -40,7 +45,6 @@ class KerasAdam:
     def step(self, lr: float) -> None:
         c = self.config
         self.iterations += 1
-        t = self.iterations
         idx = [i for i, p in enumerate(self.params) if p.grad is not None]  # Keras skips None gradients
         if not idx:
             return
@@ -50,12 +54,21 @@ class KerasAdam:
         if c.grad_clip:
             torch._foreach_clamp_min_(grads, -c.grad_clip)
             torch._foreach_clamp_max_(grads, c.grad_clip)
-        torch._foreach_lerp_(ms, grads, 1 - c.beta1)
-        torch._foreach_lerp_(vs, torch._foreach_mul(grads, grads), 1 - c.beta2)
-        lr_t = lr * math.sqrt(1 - c.beta2**t) / (1 - c.beta1**t)
-        denom = torch._foreach_sqrt(vs)
-        torch._foreach_add_(denom, c.eps)
-        torch._foreach_addcdiv_(params, ms, denom, value=-lr_t)
+        s = _scalars(lr, c.beta1, c.beta2, c.eps, self.iterations)
+        d = torch._foreach_sub(grads, ms)  # m += (g − m)·(1 − β1)
+        torch._foreach_mul_(d, s.one_minus_beta1)
+        torch._foreach_add_(ms, d)
+        d = torch._foreach_mul(grads, grads)  # v += (g² − v)·(1 − β2)
+        torch._foreach_sub_(d, vs)
+        torch._foreach_mul_(d, s.one_minus_beta2)
+        torch._foreach_add_(vs, d)
+        # θ −= (m·α) / (sqrt(v) + ε). torch's vectorised float32 sqrt on the CPU is not always
+        # correctly rounded (1 ulp off on some inputs); float64's, rounded to float32, is.
+        denom = [v.double().sqrt_().float() for v in vs]
+        torch._foreach_add_(denom, s.eps)
+        d = torch._foreach_mul(ms, s.alpha)
+        torch._foreach_div_(d, denom)
+        torch._foreach_sub_(params, d)
 
     def state_tensors(self, prefix: str) -> dict[str, Tensor]:
         """Moments as ``{prefix}.{param}.m`` / ``.v`` plus ``{prefix}.iterations``."""
@@ -70,3 +83,22 @@ class KerasAdam:
         for n, m, v in zip(self.names, self.m, self.v):
             m.copy_(state[f"{prefix}.{n}.m"])
             v.copy_(state[f"{prefix}.{n}.v"])
+
+
+@dataclass(frozen=True)
+class _Scalars:
+    alpha: float
+    one_minus_beta1: float
+    one_minus_beta2: float
+    eps: float
+
+
+def _scalars(lr: float, beta1: float, beta2: float, eps: float, t: int) -> _Scalars:
+    """ResourceApplyAdam's scalars in float32, as Python floats holding float32 values (a float32
+    tensor operation with such a scalar uses exactly that value)."""
+    f = np.float32
+    one, b1, b2 = f(1), f(beta1), f(beta2)
+    b1_power, b2_power = np.power(b1, f(t)), np.power(b2, f(t))  # tf.pow(β, iterations + 1)
+    with np.errstate(divide="ignore", invalid="ignore"):  # β1 = 1 is not a valid Adam
+        alpha = f(lr) * np.sqrt(one - b2_power) / (one - b1_power)
+    return _Scalars(float(alpha), float(one - b1), float(one - b2), float(f(eps)))

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Schedule:
     """Step boundaries of one run (global steps).
 
     ``start_step`` is s0: warm-up runs over [s0, s0 + warmup_steps). The release passes the LR
-    multiplier into that slot by mistake, so s0 = 1 there and the first step's LR is slightly
-    negative; thead uses the intended s0 = 0 (paper≠code, ref §5.4).
+    multiplier (1) into that slot by mistake, so s0 = 1 in stages A and B and the first two
+    steps' LRs are −2e-6 and 0 (paper≠code, ref §5.4); thead follows the release, so that every
+    global step's LR is the authors'. The value is computed in float32 in the release's order
+    of operations, so it equals the release's bit for bit (shared/parity/train); where the decay
+    window is empty (Ds = De, stage A) the release divides by zero past Ds and its LR is 0.
     """
 
     base_lr: float
@@ -23,26 +28,31 @@ class Schedule:
     start_step: int = 0
 
     def __call__(self, step: int) -> float:
-        s, s0 = step, self.start_step
-        if s < s0 + self.warmup_steps:
-            return self.base_lr * (s + 1e-8 - s0) / self.warmup_steps
-        if s <= self.decay_start:
-            return self.base_lr
-        if self.decay_end <= self.decay_start:  # no decay window: training ends at Ds
-            return self.base_lr / self.intervals
-        return self.base_lr / max(1.0, self.intervals * (s - self.decay_start) / (self.decay_end - self.decay_start))
+        f = np.float32
+        s, s0, lr = f(step), f(self.start_step), f(self.base_lr)
+        if self.warmup_steps and s < s0 + f(self.warmup_steps):  # (none: no 0/0 before s0)
+            return float(lr * ((s + f(1e-8) - s0) / f(self.warmup_steps)))
+        if s <= f(self.decay_start):
+            return float(lr)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = f(self.intervals) * ((s - f(self.decay_start)) / (f(self.decay_end) - f(self.decay_start)))
+            return float(lr / np.maximum(f(1), t))
+
+
+RELEASE_START_STEP = 1  # the LR multiplier, passed positionally into ``starting_step``
 
 
 def training_schedule(
     base_lr: float, *, total_examples: int, decay_examples: int, global_batch: int, warmup_steps: int, intervals: int = 100
 ) -> Schedule:
-    """Stages A and B: Ds = (total − decay)/B, De = total/B in global steps (ref §5.4)."""
+    """Stages A and B: Ds = (total − decay)/B, De = total/B in global steps, s0 = 1 (ref §5.4)."""
     return Schedule(
         base_lr=base_lr,
         warmup_steps=warmup_steps,
         decay_start=(total_examples - decay_examples) // global_batch,
         decay_end=total_examples // global_batch,
         intervals=intervals,
+        start_step=RELEASE_START_STEP,
     )
 
 

@@ -93,7 +93,9 @@ class Distributed:
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        """A process group is in use: several processes, or one started by the caller (a
+        one-process DDP run, as ``benchmarks/gpu_check.py`` makes on one GPU)."""
+        return self.world_size > 1 or (torch_dist.is_available() and torch_dist.is_initialized())
 
 
 def init_distributed(device: str | None = None) -> Distributed:
@@ -256,6 +258,7 @@ class Trainer:
         self.last_checkpoint: Path | None = latest_checkpoint(run)
         self._stop = False
         self._step_flags = (False, 0)
+        self._layout_grads: list[Tensor | None] | None = None
 
     def _wrap(self, module: nn.Module) -> nn.Module:
         if not self.dist.enabled:
@@ -280,6 +283,13 @@ class Trainer:
 
     def step(self, batch: Batch) -> dict[str, float]:
         """One update of every optimizer from one forward pass; returns the weighted terms."""
+        values = self.compute_gradients(batch)
+        self.apply_gradients()
+        return values
+
+    def compute_gradients(self, batch: Batch) -> dict[str, float]:
+        """The forward pass, the losses and every optimizer's raw (unclipped) gradients, in the
+        parameters' ``.grad`` (the layout optimizer's kept apart); returns the weighted terms."""
         cfg, w = self.config, self.config.weights
         for opt in self.optimizers.values():
             opt.zero_grad()
@@ -302,11 +312,10 @@ class Trainer:
             what = ", ".join(bad) if bad else "on another process"
             raise TrainingError(f"non-finite loss at step {self.state.step} ({what}); stopped before updating, {where}")
         self._step_flags = (bool(stop), int(skipped))
-        lr = self.schedule(self.state.step)
-        layout_grads = None
+        self._layout_grads = None
         if "layout" in terms:  # its own optimizer: gradients kept apart from the main ones
             layout_grads = torch.autograd.grad(L.total(terms["layout"]), self.layout_params, retain_graph=True, allow_unused=True)
-            layout_grads = self._average(layout_grads)
+            self._layout_grads = self._average(layout_grads)
         if "D" in terms:
             adversarial.backward(self.g_params, self.d_named)
             if self.dist.enabled:
@@ -314,14 +323,20 @@ class Trainer:
                     p.grad = g
         else:
             L.total(terms["G"]).backward(inputs=self.g_params)
+        return values
+
+    def apply_gradients(self) -> None:
+        """Clip and apply the gradients of ``compute_gradients`` at this global step's LR: G's
+        optimizer first, then D's (the release's order), then the layout optimizer's."""
+        lr = self.schedule(self.state.step)
         self.optimizers["generator"].step(lr)
         if "discriminator" in self.optimizers:
             self.optimizers["discriminator"].step(lr)
-        if layout_grads is not None:
-            for p, g in zip(self.layout_params, layout_grads):
+        if self._layout_grads is not None:
+            for p, g in zip(self.layout_params, self._layout_grads):
                 p.grad = g
             self.optimizers["layout"].step(lr)
-        return values
+            self._layout_grads = None
 
     def _average(self, grads):
         if not self.dist.enabled:
