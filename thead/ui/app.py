@@ -93,6 +93,12 @@ class Page:
         pick = gr.update(choices=names, value=value)
         return self.gallery(), pick, pick, pick
 
+    def picker(self, current: str | None):
+        """One avatar picker brought up to date with the store (another page or the command
+        line may have changed it), keeping its choice while that avatar exists."""
+        names = self.names()
+        return gr.update(choices=names, value=current if current in names else (names[0] if names else None))
+
     def details(self, name: str | None) -> str:
         if not name:
             return "No avatar chosen. Enroll one in the Enroll tab."
@@ -287,7 +293,7 @@ def build(options: UIOptions) -> tuple[gr.Blocks, Page]:
                     e_status = gr.Markdown(elem_id="enroll-status")
             e_pending = gr.State(None)
 
-        with gr.Tab("Avatars", id="avatars"):
+        with gr.Tab("Avatars", id="avatars") as avatars_tab:
             with gr.Row():
                 with gr.Column(scale=2):
                     a_gallery = gr.Gallery(label="Avatars", columns=4, height=360, allow_preview=False, elem_id="avatar-gallery")
@@ -300,7 +306,7 @@ def build(options: UIOptions) -> tuple[gr.Blocks, Page]:
                         a_no = gr.Button("Keep it", elem_id="avatar-delete-no")
                     a_status = gr.Markdown(elem_id="avatar-status")
 
-        with gr.Tab("Animate", id="animate"):
+        with gr.Tab("Animate", id="animate") as animate_tab:
             with gr.Row():
                 with gr.Column():
                     m_pick = gr.Dropdown(label="Avatar", choices=[], elem_id="animate-pick")
@@ -326,7 +332,7 @@ def build(options: UIOptions) -> tuple[gr.Blocks, Page]:
                     m_image = gr.Image(label="Result (photo driver)", interactive=False, elem_id="animate-image")
                     m_status = gr.Markdown(elem_id="animate-status")
 
-        with gr.Tab("Fine-tune", id="finetune"):
+        with gr.Tab("Fine-tune", id="finetune") as finetune_tab:
             gr.Markdown("Personal weights for one avatar (G^l, G^s, D trained on its shots); animate uses them from then on.")
             with gr.Row():
                 with gr.Column():
@@ -342,6 +348,9 @@ def build(options: UIOptions) -> tuple[gr.Blocks, Page]:
         pickers = [a_gallery, a_pick, m_pick, f_pick]
         demo.load(page.weights, outputs=weights_md, queue=False)
         demo.load(page.refresh, outputs=pickers, queue=False)
+        avatars_tab.select(lambda current: (page.gallery(), page.picker(current)), a_pick, [a_gallery, a_pick], queue=False)
+        animate_tab.select(page.picker, m_pick, m_pick, queue=False)
+        finetune_tab.select(page.picker, f_pick, f_pick, queue=False)
 
         # Enroll: find (heavy, queued) then save.
         heavy = dict(concurrency_limit=1, concurrency_id=HEAVY)
