@@ -104,10 +104,17 @@ def page(server):
 
 
 def screenshot(page, name: str) -> None:
+    """The whole page as a small PNG (256 colours) in $THEAD_UI_SCREENSHOTS, when set."""
     folder = os.environ.get("THEAD_UI_SCREENSHOTS")
     if folder:
+        from PIL import Image
+
         Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"{name}.png"))
+        path = Path(folder) / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        with Image.open(path) as im:
+            small = im.convert("RGB").quantize(256)
+        small.save(path, optimize=True)
 
 
 def tab(page, name: str) -> None:

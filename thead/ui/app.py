@@ -112,7 +112,7 @@ class Page:
                 ("photo", f"{info.photo_size[0]}x{info.photo_size[1]}"), ("weights", info.weights or "-"),
                 ("weights sha256", info.weights_sha256[:12] or "-"), ("fine-tuned", finetuned),
                 ("file", store.path(name))]
-        return f"**{name}**\n\n| | |\n|---|---|\n" + "\n".join(f"| {k} | `{v}` |" for k, v in rows)
+        return f"**{name}**\n\n" + "\n".join(f"- {k}: `{v}`" for k, v in rows)
 
     def remove(self, name: str | None):
         try:
@@ -201,14 +201,14 @@ class Page:
             parts += [f"{float(result.fps):.4g} fps", "with audio" if result.audio else "no audio"]
         if result.finetuned:
             parts.append("fine-tuned weights")
-        status = _ok(f"Done: {', '.join(parts)} in {format_seconds(result.seconds)}.")
+        status = _ok(f"Done: {', '.join(parts)} in {result.seconds:.1f} s.")
         if result.missing_faces:
             notes.append(f"{result.missing_faces} driver frame(s) had no face and reused the last good landmarks")
         status += "".join(f"\n\n- note: {n}" for n in notes)
         for path in uploads:
             status = status.replace(str(Path(path).parent) + os.sep, "")
-        video = None if photo else str(result.output)
-        image = str(result.output) if photo else None
+        video = gr.update(value=None if photo else str(result.output), visible=not photo)
+        image = gr.update(value=str(result.output) if photo else None, visible=photo)
         return video, image, status
 
     def _driver(self, source, upload, template, webcam) -> Path:
@@ -289,14 +289,16 @@ def build(options: UIOptions) -> tuple[gr.Blocks, Page]:
                         e_find = gr.Button("Find shots", variant="primary", elem_id="enroll-find")
                         e_save = gr.Button("Save avatar", interactive=False, elem_id="enroll-save")
                 with gr.Column():
-                    e_gallery = gr.Gallery(label="Chosen shots: crop and contour drawing", columns=2, height=420, elem_id="enroll-shots")
+                    e_gallery = gr.Gallery(label="Chosen shots: crop and contour drawing", columns=2, height=420, fit_columns=False,
+                                           object_fit="contain", elem_id="enroll-shots")
                     e_status = gr.Markdown(elem_id="enroll-status")
             e_pending = gr.State(None)
 
         with gr.Tab("Avatars", id="avatars") as avatars_tab:
             with gr.Row():
                 with gr.Column(scale=2):
-                    a_gallery = gr.Gallery(label="Avatars", columns=4, height=360, allow_preview=False, elem_id="avatar-gallery")
+                    a_gallery = gr.Gallery(label="Avatars", columns=5, height=360, allow_preview=False, fit_columns=False,
+                                           object_fit="cover", elem_id="avatar-gallery")
                 with gr.Column(scale=1):
                     a_pick = gr.Dropdown(label="Avatar", choices=[], elem_id="avatar-pick")
                     a_details = gr.Markdown(elem_id="avatar-details")
@@ -312,8 +314,8 @@ def build(options: UIOptions) -> tuple[gr.Blocks, Page]:
                     m_pick = gr.Dropdown(label="Avatar", choices=[], elem_id="animate-pick")
                     m_source = gr.Radio([DRIVER_UPLOAD, DRIVER_TEMPLATE, DRIVER_WEBCAM], value=DRIVER_UPLOAD, label="Driver")
                     m_upload = gr.File(label="Driver: a video, a photo or a motion template (.npz)", elem_id="animate-driver")
-                    m_template = gr.Dropdown(label="Saved motion template ($THEAD_HOME/motions)", choices=page.templates())
-                    m_webcam = gr.Video(label="Webcam clip", sources=["webcam"])
+                    m_template = gr.Dropdown(label="Saved motion template ($THEAD_HOME/motions)", choices=page.templates(), visible=False)
+                    m_webcam = gr.Video(label="Webcam clip", sources=["webcam"], visible=False)
                     with gr.Accordion("Options", open=True):
                         m_motion = gr.Radio(["relative", "absolute"], value=AnimateOptions().motion, label="Motion",
                                             info="relative: the avatar keeps its face shape (any driver); absolute: self-reenactment")
@@ -329,7 +331,7 @@ def build(options: UIOptions) -> tuple[gr.Blocks, Page]:
                         m_cancel = gr.Button("Cancel", elem_id="animate-cancel")
                 with gr.Column():
                     m_video = gr.Video(label="Result", interactive=False, elem_id="animate-result", buttons=["download"])
-                    m_image = gr.Image(label="Result (photo driver)", interactive=False, elem_id="animate-image")
+                    m_image = gr.Image(label="Result (photo driver)", interactive=False, visible=False, elem_id="animate-image")
                     m_status = gr.Markdown(elem_id="animate-status")
 
         with gr.Tab("Fine-tune", id="finetune") as finetune_tab:
@@ -364,7 +366,9 @@ def build(options: UIOptions) -> tuple[gr.Blocks, Page]:
         a_no.click(lambda: gr.update(visible=False), None, a_confirm, queue=False)
         a_yes.click(page.remove, a_pick, [a_status, a_confirm, *pickers])
 
-        # Animate (heavy, queued) and cancel (not queued).
+        # Animate: the chosen driver's input shown; run (heavy, queued) and cancel (not queued).
+        m_source.change(lambda source: (gr.update(visible=source == DRIVER_UPLOAD), gr.update(visible=source == DRIVER_TEMPLATE, choices=page.templates()),
+                                        gr.update(visible=source == DRIVER_WEBCAM)), m_source, [m_upload, m_template, m_webcam], queue=False)
         run = m_go.click(page.animate, [m_pick, m_source, m_upload, m_template, m_webcam, m_motion, m_paste, m_compare,
                                         m_smooth, m_dtype, m_length], [m_video, m_image, m_status], **heavy)
         m_cancel.click(page.cancel, None, m_status, cancels=[run], queue=False)

@@ -69,11 +69,15 @@ class Jobs:
         with self._guard:
             self._running[session] = cancel
         try:
-            report(0.0, "waiting for the job before this one to stop")
-            with self._lock:
+            if not self._lock.acquire(blocking=False):  # a job Gradio stopped waiting for is still stopping
+                report(None, "waiting for the job before this one to stop")
+                self._lock.acquire()
+            try:
                 job = Job(cancel, report, time.perf_counter())
                 job.check()
                 yield job
+            finally:
+                self._lock.release()
         finally:
             with self._guard:
                 if self._running.get(session) is cancel:
