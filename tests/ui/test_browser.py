@@ -52,7 +52,13 @@ def files(sample_dir, tmp_path_factory):
         "clip": trim_clip(sample_dir / CLIP_17, d / "driver.mp4", DRIVER_FRAMES),
         "long_clip": sample_dir / CLIP_17,
         "not_a_photo": not_a_photo,
+        "too_big": _junk(d / "too-big.mp4", 2 << 20),  # over the server's --max-upload-mb 1
     }
+
+
+def _junk(path: Path, size: int) -> Path:
+    path.write_bytes(os.urandom(size))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +79,7 @@ def server(parity_weights, tmp_path_factory):
     port = _free_port()
     log = open(root / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "thead.cli", "ui", "--port", str(port), "--weights", str(parity_weights),
-                             "--device", "cpu"], env=env, stdout=log, stderr=subprocess.STDOUT)
+                             "--device", "cpu", "--max-upload-mb", "1"], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while True:
@@ -89,6 +95,7 @@ def server(parity_weights, tmp_path_factory):
     proc.terminate()
     proc.wait(timeout=30)
     log.close()
+    assert not list((root / "tmp").glob("thead-ui-*")), "the server left its results folder behind"
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +130,7 @@ def tab(page, name: str) -> None:
 
 def upload(page, elem_id: str, path: Path) -> None:
     page.set_input_files(f"#{elem_id} input[type=file]", str(path))
-    page.wait_for_selector(f"#{elem_id} :text('{path.name}')")
+    page.wait_for_selector(f"#{elem_id} :text('{path.stem}')")  # the name shows as stem + suffix
 
 
 def no_traceback(page) -> None:
@@ -188,7 +195,7 @@ def test_animate_with_a_clip_serves_an_mp4_with_its_frames_and_audio(page, serve
     assert f"{DRIVER_FRAMES} frame(s)" in page.inner_text("#animate-status") and "with audio" in page.inner_text("#animate-status")
 
 
-def test_cancel_stops_a_render_and_leaves_nothing(page, server, files):
+def test_one_render_at_a_time_others_queue_and_cancel_leaves_nothing(page, server, files):
     tab(page, "Animate")
     page.locator("#animate-driver button[aria-label='Clear']").first.click()
     upload(page, "animate-driver", files["long_clip"])
@@ -196,18 +203,37 @@ def test_cancel_stops_a_render_and_leaves_nothing(page, server, files):
     page.click("#animate-go")
     page.wait_for_selector("#animate-result :text('frames')")  # the progress: "n/164 frames · ... left"
     assert "left" in page.inner_text("#animate-result")
+
+    # Someone else's page meanwhile: its render waits, with its place in the queue shown.
+    other = page.context.browser.new_page()  # another person: a session of its own
+    other.set_default_timeout(TIMEOUT_MS)
+    other.goto(server["url"])
+    tab(other, "Animate")
+    playwright.expect(other.locator("#animate-pick input")).to_have_value("ada", timeout=30_000)
+    upload(other, "animate-driver", files["clip"])
+    other.click("#animate-go")
+    other.wait_for_selector("#animate-result :text('queue')")
+    assert "Done" not in other.inner_text("#animate-status")
+
+    # Cancel the first: it stops at its next frame; the waiting one then runs.
     page.click("#animate-cancel")
     page.wait_for_selector("#animate-status :text('Cancelling')")
-    # The render thread stops at its next frame; then nothing new is in the server's temp folder.
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        new = {p for p in server["tmp"].rglob("*") if p.is_file()} - before
-        if not new:
-            break
-        time.sleep(0.5)
-    assert not new, f"left behind: {sorted(map(str, new))}"
-    # The page is usable again: the next job runs (one at a time, the cancelled one has stopped).
-    page.wait_for_selector("#animate-go:not([disabled])")
+    other.wait_for_selector("#animate-status .thead-ok:has-text('Done')")
+    served = Path(other.get_attribute("#animate-result video", "src").rsplit("/", 1)[-1])
+    new = {p for p in server["tmp"].rglob("*") if p.is_file()} - before
+    assert [p.name for p in new] == [served.name], f"left behind: {sorted(map(str, new))}"  # the cancelled render left nothing
+    other.close()
+
+
+def test_uploads_are_size_limited(page, files):
+    tab(page, "Animate")
+    page.locator("#animate-driver button[aria-label='Clear']").first.click()
+    page.set_input_files("#animate-driver input[type=file]", str(files["too_big"]))
+    page.wait_for_selector(":text-matches('exceed|too large|maximum', 'i')")
+    body = page.inner_text("body")
+    assert "too-big" not in page.inner_text("#animate-driver")  # refused, not uploaded
+    no_traceback(page)
+    assert any(w in body.lower() for w in ("exceed", "too large", "maximum")), body[-500:]
 
 
 def test_finetune_from_the_page(page, server):

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import gradio as gr
@@ -69,7 +71,7 @@ class Page:
         if self._weights_line is None:
             try:
                 self._weights_line = weights_line(self.options.weights)
-            except TheadError as e:
+            except Exception as e:  # e.g. the Hub unreachable and nothing cached: the page says so
                 return f"<span class='thead-error'>Weights not available: {one_sentence(e)}</span>"
         return self._weights_line
 
@@ -183,7 +185,7 @@ class Page:
                 raise UsageError("choose an avatar (enroll one first)")
             driver = self._driver(source, upload, template, webcam)
             photo = driver_kind(driver) == "photo"
-            output = self.out_dir / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}{'.png' if photo else '.mp4'}"
+            output = self.out_dir / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}{'.png' if photo else '.mp4'}"
             options = AnimateOptions(
                 motion=motion, paste_back=bool(paste_back), compare=bool(compare), smooth=float(smoothing) > 0,
                 smooth_strength=float(smoothing) or 1.0, device=self.options.device, dtype=dtype,
@@ -386,6 +388,10 @@ def serve(options: UIOptions) -> None:
     demo, page = build(options)
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])  # no web fonts: works offline
+    def stop(signum, frame):  # a service manager's SIGTERM: stop as Ctrl-C does, removing the results
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         demo.queue(default_concurrency_limit=1).launch(
             server_name=options.host, server_port=options.port, share=options.share,
