@@ -317,7 +317,8 @@ def build(options: UIOptions) -> tuple[gr.Blocks, Page]:
                     m_source = gr.Radio([DRIVER_UPLOAD, DRIVER_TEMPLATE, DRIVER_WEBCAM], value=DRIVER_UPLOAD, label="Driver")
                     m_upload = gr.File(label="Driver: a video, a photo or a motion template (.npz)", elem_id="animate-driver")
                     m_template = gr.Dropdown(label="Saved motion template ($THEAD_HOME/motions)", choices=page.templates(), visible=False)
-                    m_webcam = gr.Video(label="Webcam clip", sources=["webcam"], visible=False)
+                    m_webcam = gr.Video(label="Webcam clip", sources=["webcam"], include_audio=True, visible=False, elem_id="animate-webcam",
+                                        webcam_options=gr.WebcamOptions(mirror=False))  # kept as recorded (mirroring needs ffmpeg)
                     with gr.Accordion("Options", open=True):
                         m_motion = gr.Radio(["relative", "absolute"], value=AnimateOptions().motion, label="Motion",
                                             info="relative: the avatar keeps its face shape (any driver); absolute: self-reenactment")
