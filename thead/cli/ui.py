@@ -23,9 +23,9 @@ def ui(
     from thead.errors import UsageError
     from thead.ui import UIOptions, serve
 
-    if not 0 <= port <= 65535:
-        raise UsageError(f"--port must be between 0 and 65535, got {port}")
+    if not 1 <= port <= 65535:
+        raise UsageError(f"--port must be between 1 and 65535, got {port}")
     if max_upload_mb < 1:
         raise UsageError(f"--max-upload-mb must be 1 or more, got {max_upload_mb}")
-    err_console.print(f"serving thead on http://{host}:{port} (Ctrl-C to stop)", highlight=False, markup=False)
-    serve(UIOptions(weights=weights, host=host, port=port, share=share, max_upload_mb=max_upload_mb, device=device))
+    options = UIOptions(weights=weights, host=host, port=port, share=share, max_upload_mb=max_upload_mb, device=device)
+    serve(options, on_note=lambda line: err_console.print(line, highlight=False, markup=False))

@@ -27,8 +27,8 @@ class UIOptions:
     device: str | None = None
 
 
-def serve(options: UIOptions) -> None:
-    """Serve the page until interrupted (Ctrl-C)."""
+def serve(options: UIOptions, on_note=lambda s: None) -> None:
+    """Serve the page until interrupted (Ctrl-C); ``on_note`` gets the address once it is served."""
     import os
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home
@@ -38,4 +38,4 @@ def serve(options: UIOptions) -> None:
         if e.name and e.name.split(".")[0] == "gradio":
             raise UsageError('the web page needs Gradio: pip install "thead[ui]"') from None
         raise
-    run(options)
+    run(options, on_note)

@@ -384,20 +384,32 @@ def build(options: UIOptions) -> tuple[gr.Blocks, Page]:
     return demo, page
 
 
-def serve(options: UIOptions) -> None:
-    """Build the page and serve it until interrupted (Ctrl-C)."""
+def serve(options: UIOptions, on_note=lambda s: None) -> None:
+    """Build the page and serve it until interrupted (Ctrl-C or SIGTERM); the results go with it."""
     demo, page = build(options)
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])  # no web fonts: works offline
+
     def stop(signum, frame):  # a service manager's SIGTERM: stop as Ctrl-C does, removing the results
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        demo.queue(default_concurrency_limit=1).launch(
-            server_name=options.host, server_port=options.port, share=options.share,
-            max_file_size=f"{options.max_upload_mb}mb", allowed_paths=[str(page.out_dir)],
-            show_error=False, footer_links=[], theme=theme, css=CSS, quiet=True, ssr_mode=False,
-        )
+        try:
+            _, local_url, share_url = demo.queue(default_concurrency_limit=1).launch(
+                server_name=options.host, server_port=options.port, share=options.share,
+                max_file_size=f"{options.max_upload_mb}mb", allowed_paths=[str(page.out_dir)],
+                show_error=False, footer_links=[], theme=theme, css=CSS, quiet=True, ssr_mode=False,
+                prevent_thread_lock=True,
+            )
+        except OSError as e:  # Gradio: "Cannot find empty port in range: ..."
+            raise UsageError(f"cannot serve on {options.host}:{options.port}: the port is taken or the address is not this "
+                             "machine's; choose another --port or --host") from None
+        on_note(f"serving thead on http://{options.host}:{options.port}" + (f" and {share_url}" if share_url else "") + " (Ctrl-C to stop)")
+        while demo.is_running:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
     finally:
+        demo.close()
         page.close()
