@@ -30,6 +30,7 @@ from thead.cli import train as _train  # noqa: F401,E402  finetune, train layout
 from thead.cli import eval as _eval  # noqa: F401,E402  eval
 from thead.cli import prep as _prep  # noqa: F401,E402  prep
 from thead.cli import weights as _weights  # noqa: F401,E402  weights download|info|push|convert
+from thead.cli import ui as _ui  # noqa: F401,E402  ui
 
 __all__ = ["Interrupted", "app", "main"]
 

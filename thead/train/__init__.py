@@ -9,7 +9,7 @@
 """
 
 from thead.train.config import LossWeights, OptimizerConfig, TrainConfig, layout_pretraining, meta_learning
-from thead.train.finetune import FinetuneOptions, finetune, finetune_steps
+from thead.train.finetune import FinetuneOptions, FinetuneProgress, finetune, finetune_avatar, finetune_steps
 from thead.train.losses import LossNetworks
 from thead.train.trainer import StepReport, TrainResult, train
 
@@ -21,7 +21,9 @@ __all__ = [
     "StepReport",
     "TrainConfig",
     "TrainResult",
+    "FinetuneProgress",
     "finetune",
+    "finetune_avatar",
     "finetune_steps",
     "layout_pretraining",
     "meta_learning",

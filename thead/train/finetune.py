@@ -169,3 +169,33 @@ def finetune(
     state |= {f"discriminator.{k}": v for k, v in discriminator.state_dict().items()}
     return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
 
+
+
+def finetune_avatar(
+    name: str,
+    options: FinetuneOptions | None = None,
+    *,
+    weights: str | None = None,
+    store=None,
+    loss_networks: LossNetworks | None = None,
+    progress: Callable[[FinetuneProgress], None] | None = None,
+):
+    """``thead finetune NAME`` as one call: the avatar's shots and their contour drawings as
+    targets, its latents constant; the personal weights saved with the avatar. Returns the
+    path written. ``weights``: the base weights (default: the ones the avatar was enrolled
+    with); ``options.num_shots`` defaults to the avatar's K when ``options`` is None."""
+    from thead.avatar import AvatarStore
+    from thead.errors import AvatarError
+    from thead.faces.contour import draw_contour
+    from thead.faces.images import to_tensor
+
+    store = store if store is not None else AvatarStore()
+    avatar = store.load(name)
+    model = LSR.from_pretrained(weights or avatar.weights or None)
+    if avatar.info.weights_sha256 and model.weights_sha256 != avatar.info.weights_sha256:
+        raise AvatarError(f"avatar {name} was enrolled with other weights; pass the same --weights")
+    options = options if options is not None else FinetuneOptions(num_shots=avatar.num_shots)
+    frames = torch.stack([to_tensor(s) for s in avatar.shots])
+    contours = torch.stack([to_tensor(draw_contour(lm)) for lm in avatar.landmarks])
+    personal = finetune(model, avatar.latents, frames, contours, options, progress, loss_networks=loss_networks)
+    return store.save_finetuned(name, personal, model.weights_sha256 or "")
