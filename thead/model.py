@@ -141,13 +141,15 @@ class LSR(nn.Module):
         channels-last memory format (oneDNN's fast convolution layout on CPUs). The result
         cannot be saved or trained."""
         from thead.nn.layers import SPADE, EqualConv2d, EqualLinear
+        from thead.nn.layout import ResBlockUp
 
         self.eval().requires_grad_(False)
+        for m in list(self.modules()):
+            if isinstance(m, (SPADE, ResBlockUp)):
+                m.fuse_()  # SPADE: folds its own convs' scales, then fuses γ/β
         for m in self.modules():
             if isinstance(m, (EqualConv2d, EqualLinear)):
                 m.fold_scale_()
-            elif isinstance(m, SPADE):
-                m.fold_gamma_offset_()
         if channels_last:
             self.to(memory_format=torch.channels_last)
         self.inference_only = True
