@@ -9,6 +9,9 @@ at the README's looser bounds.
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -193,3 +196,26 @@ def test_inference_path_bf16_per_network(fast_model, parity_vectors):
     assert agree > 0.98, f"G^l bf16 layout argmax agreement {agree:.4f}"
     err = (img.float() - ref_img).abs().max().item() / ref_img.abs().max().item()
     assert err < 0.05, f"G^s bf16 max|Δ|/max|ref| {err:.3g}"
+
+
+@pytest.mark.slow
+@torch.inference_mode()
+def test_compiled_path_chained(parity_weights, parity_vectors, shots):
+    """for_inference_(compile=True): the torch.compile'd render step (inductor, frozen weights)
+    on the reduced parity model, at the inference path's bounds, fp32 and bf16."""
+    if shutil.which(os.environ.get("CXX", "g++")) is None:
+        pytest.skip("no C++ compiler: the compiled path falls back to eager (tested in test_runtime)")
+    v = parity_vectors
+    m = LSR.from_pretrained(parity_weights).for_inference_(compile=True)
+    state = m.prepare(m.encode(*shots))
+    contour = cl(nchw(v["in_tgt_contour"]))
+    out = m.render(contour, state)
+    assert m.compiled_render.compiled, m.compiled_render.error
+    assert_close(out.layout_logits, v["layout_logits"], 1e-3, 0, "layout logits, compiled")
+    assert_close(out.layout, v["image_gen_in_prob"], 0, 5e-2, "layout probabilities, compiled")
+    assert_close(out.image, v["image_gen_out"], 1e-2, 0, "image, compiled")
+    with torch.autocast("cpu", torch.bfloat16):
+        out16 = m.render(contour, state)
+    assert m.compiled_render.compiled, m.compiled_render.error
+    agree = (out16.layout_logits.float().argmax(1) == nchw(v["layout_logits"]).argmax(1)).float().mean().item()
+    assert agree > 0.98, f"compiled bf16 layout argmax agreement {agree:.4f}"
