@@ -4,7 +4,8 @@ A 10 s 224x224 25 fps driver (the sample clip id00017/00039 looped to 250 frames
 audio) drives an avatar enrolled from the sample's frames, with random-initialised full-size
 weights (``LSRConfig()``: the speed does not depend on the values). For each dtype:
 
-- render-only: ``model.render`` on precomputed contours, batch 1, after warm-up (the floor);
+- render-only: ``model.render`` on the driver's precomputed contours, in the animator's batches
+  (pairs on the CPU), same model, after warm-up (the ceiling for end to end);
 - end to end: ``Animator(driver, out.mp4)`` (decode, crop, dlib landmarks, smoothing, motion
   transfer, contour drawing, G^l + G^s, encoding with audio), first ``--frames`` frames,
   wall time including the driver's pass 1 (stable crop).
@@ -13,7 +14,9 @@ weights (``LSRConfig()``: the speed does not depend on the values). For each dty
 amortises); "overall" includes them. Rounds alternate the two measurements so that load from
 other processes affects both alike.
 
-Usage: python benchmarks/animate_bench.py [--frames 250] [--rounds 1] [--dtypes fp32,bf16] [--threads 2]
+``--compile`` renders with ``LSR.for_inference_(compile=True)`` (both measurements).
+
+Usage: python benchmarks/animate_bench.py [--frames 250] [--rounds 1] [--dtypes fp32,bf16] [--threads 2] [--compile]
 """
 
 from __future__ import annotations
@@ -54,11 +57,13 @@ def make_driver(path: Path, num_frames: int) -> Path:
 
 
 def render_only(animator: Animator, contours: list[torch.Tensor]) -> float:
-    """Seconds per frame of G^l + G^s alone (batch 1, as the CPU pipeline renders)."""
+    """Seconds per frame of G^l + G^s alone, in the animator's batches (pairs on the CPU), on
+    the same contours and the same model."""
     t = time.perf_counter()
-    for c in contours:
+    for i in range(0, len(contours), animator.batch):
+        x = torch.cat(contours[i : i + animator.batch]).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), animator._autocast():
-            animator.model.render(c, animator.state).image.float()
+            animator.model.render(x, animator.state).image.float()
     return (time.perf_counter() - t) / len(contours)
 
 
@@ -79,6 +84,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1, help="alternate render-only / end-to-end this many times")
     ap.add_argument("--dtypes", default="fp32,bf16")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--compile", action="store_true", help="render through torch.compile (for_inference_(compile=True))")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -91,14 +97,21 @@ def main() -> None:
     avatar = enroll(SAMPLE / SHOTS, "bench", EnrollOptions(num_shots=4), model=model, store=store,
                     detector=make_detector("dlib"))
     print(f"torch {torch.__version__}, {args.threads} threads; full-size LSR (random weights); driver {driver.name}: "
-          f"250 frames 224x224 25 fps with audio; {args.rounds} round(s) of {args.frames} frames", flush=True)
+          f"250 frames 224x224 25 fps with audio; {args.rounds} round(s) of {args.frames} frames; "
+          f"{'compiled' if args.compile else 'eager'} render path", flush=True)
+    render = model
+    if args.compile:  # an inference copy of G^l and G^s, compiled; the Animator uses it as is
+        render = LSR(model.config, networks=RENDER_NETWORKS)
+        render.load_state_dict({k: v for k, v in model.state_dict().items() if k.split(".", 1)[0] in RENDER_NETWORKS})
+        render.for_inference_(compile=True)
     for dtype in args.dtypes.split(","):
-        animator = Animator(model, avatar, AnimateOptions(landmarks="dlib", device="cpu", dtype=dtype, max_frames=args.frames))
+        animator = Animator(render, avatar, AnimateOptions(landmarks="dlib", device="cpu", dtype=dtype, max_frames=args.frames))
         t = time.perf_counter()
         frames = list(animator.open(driver))
         driver_ms = (time.perf_counter() - t) * 1000 / len(frames)  # pass 1 + decode, crop, landmarks, smoothing
         contours = [to_tensor(draw_contour(f.landmarks))[None].contiguous(memory_format=torch.channels_last) for f in frames]
-        render_only(animator, contours[:2])  # warm-up (oneDNN kernels, allocator)
+        render_only(animator, contours[:2])  # warm-up (oneDNN kernels, allocator; compiles)
+        render_only(animator, contours[:1])  # a last odd frame renders alone
         ratios = []
         for r in range(args.rounds):
             ro = render_only(animator, contours)

@@ -34,3 +34,49 @@ def test_training_allocator_stops_page_faulting_after_warm_up():
     # anew every step (~81,500 pages here); in training mode the heap settles within a few steps.
     assert _faults("default")[-1] > 50_000
     assert _faults("training")[-1] < 1_000
+
+
+def test_compiled_or_eager_falls_back_once_with_a_warning(monkeypatch):
+    import torch
+
+    from thead.runtime import CompiledOrEager
+
+    def broken_compile(fn, **kwargs):
+        def run(*a, **k):
+            raise RuntimeError("C++ compile error: no compiler")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    calls = []
+    f = CompiledOrEager(lambda x: calls.append(x) or x * 2)
+    with pytest.warns(RuntimeWarning, match="rendering eagerly .*no compiler"):
+        assert f(torch.ones(2)).tolist() == [2.0, 2.0]
+    assert not f.compiled and "no compiler" in f.error
+    assert f(torch.ones(1)).tolist() == [2.0]  # eager from now on, no second warning
+    assert len(calls) == 2
+
+
+def test_compiled_or_eager_bad_input_raises_and_keeps_compiling(monkeypatch):
+    import torch
+
+    from thead.runtime import CompiledOrEager
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)  # "compiled" = fn itself
+    f = CompiledOrEager(lambda x: x.view(3))
+    with pytest.raises(RuntimeError):
+        f(torch.ones(2))
+    assert f.compiled and f(torch.ones(3)).shape == (3,)
+
+
+def test_compiled_or_eager_without_dynamo(monkeypatch):
+    import torch
+
+    from thead.runtime import CompiledOrEager
+
+    def no_dynamo(fn, **kwargs):
+        raise RuntimeError("Dynamo is not supported on Python 3.14+")
+
+    monkeypatch.setattr(torch, "compile", no_dynamo)
+    with pytest.warns(RuntimeWarning, match="Dynamo is not supported"):
+        f = CompiledOrEager(lambda x: x + 1)
+    assert not f.compiled and f(torch.zeros(1)).item() == 1.0

@@ -22,6 +22,7 @@ from thead._hash import sha256_file
 from thead.config import LSRConfig
 from thead.errors import WeightsError
 from thead.nn import Discriminator, Encoder, ImageGenerator, LayoutGenerator
+from thead.runtime import CompiledOrEager
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -112,12 +113,14 @@ class LSR(nn.Module):
         473 ms/frame).
         """
         n, chunk = contour.shape[0], self.cpu_chunk
+        step = self.compiled_render or self._render
         if contour.device.type == "cpu" and n > chunk:
-            outs = [self._render(contour[i : i + chunk], state) for i in range(0, n, chunk)]
+            outs = [step(contour[i : i + chunk], state) for i in range(0, n, chunk)]
             return RenderOutput(*(torch.cat(t) for t in zip(*((o.image, o.layout_logits, o.aux_rgb) for o in outs))))
-        return self._render(contour, state)
+        return step(contour, state)
 
     cpu_chunk: int = 2
+    compiled_render: CompiledOrEager | None = None  # set by for_inference_(compile=True)
 
     def _render(self, contour: Tensor, state: AvatarState) -> RenderOutput:
         c = self.config.layout_generator.num_classes
@@ -135,21 +138,34 @@ class LSR(nn.Module):
         return RenderOutput(image=image, layout_logits=logits, aux_rgb=aux)
 
     # -- inference -------------------------------------------------------------------------
-    def for_inference_(self, *, channels_last: bool = True) -> LSR:
+    def for_inference_(self, *, channels_last: bool = True, compile: bool = False) -> LSR:
         """Prepare in place for rendering only: eval mode, no gradients, the equalized-LR
-        scales baked into the weights (saves a weight-sized multiply per layer and call), and
-        channels-last memory format (oneDNN's fast convolution layout on CPUs). The result
-        cannot be saved or trained."""
+        scales baked into the weights (saves a weight-sized multiply per layer and call),
+        SPADE's γ and β convolutions fused into one (with the "1 +" in its bias), IN(x) shared
+        by the SPADE layers that normalise the same x, G^l's 1x1 shortcuts before their
+        upsampling, and channels-last memory format (oneDNN's fast convolution layout on CPUs).
+        Outputs equal the reference path's to float32 rounding (tests/nn/test_parity.py).
+
+        ``compile=True`` also runs each render step through ``torch.compile`` (inductor with
+        frozen weights: norm + modulation + activation as one loop, oneDNN post-ops). The first
+        call of each batch size and dtype compiles (minutes on two cores; cached on disk
+        afterwards); without a working compiler it warns once and renders eagerly.
+
+        The result cannot be saved or trained."""
         from thead.nn.layers import SPADE, EqualConv2d, EqualLinear
+        from thead.nn.layout import ResBlockUp
 
         self.eval().requires_grad_(False)
+        for m in list(self.modules()):
+            if isinstance(m, (SPADE, ResBlockUp)):
+                m.fuse_()  # SPADE: folds its own convs' scales, then fuses γ/β
         for m in self.modules():
             if isinstance(m, (EqualConv2d, EqualLinear)):
                 m.fold_scale_()
-            elif isinstance(m, SPADE):
-                m.fold_gamma_offset_()
         if channels_last:
             self.to(memory_format=torch.channels_last)
+        if compile:
+            self.compiled_render = CompiledOrEager(self._render)
         self.inference_only = True
         return self
 

@@ -9,6 +9,9 @@ at the README's looser bounds.
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -141,3 +144,78 @@ def test_render_with_prepared_state_equals_forward(model, parity_vectors, shots)
     cached = model.render(contour, model.prepare(latents))
     direct = model(contour, Latents(latents.z_style.expand(2, -1), latents.z_layout.expand(2, -1)))
     torch.testing.assert_close(cached.image, direct.image, rtol=0, atol=1e-5 * direct.image.abs().max().item())
+
+
+# -- the inference path (LSR.for_inference_: folded scales, fused SPADE γ/β, shared IN, the
+# G^l shortcut before upsampling, channels-last), which rendering and animate actually run ---
+
+def cl(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+@pytest.fixture(scope="module")
+def fast_model(parity_weights) -> LSR:
+    return LSR.from_pretrained(parity_weights).for_inference_()
+
+
+@torch.inference_mode()
+def test_inference_path_image_generator(fast_model, parity_vectors):
+    v, m = parity_vectors, fast_model
+    seed = m.image_generator.seed(torch.from_numpy(v["z_style"]))
+    img = m.image_generator(cl(nchw(v["image_gen_in_prob"])), seed=seed)
+    assert_close(img, v["image_gen_out"], *ISO, "G^s image, inference path")
+
+
+@torch.inference_mode()
+def test_inference_path_layout_generator(fast_model, parity_vectors):
+    v, m = parity_vectors, fast_model
+    out = m.layout_generator(cl(nchw(v["in_tgt_contour"])), styles=m.layout_generator.styles(torch.from_numpy(v["z_layout"])))
+    assert_close(out[:, :19], v["layout_logits"], 1e-3, 0, "G^l layout logits, inference path")
+    assert_close(out[:, 19:], v["layout_aux_rgb"], 1e-3, 0, "G^l aux RGB, inference path")
+
+
+@torch.inference_mode()
+def test_inference_path_chained(fast_model, parity_vectors, shots):
+    v, m = parity_vectors, fast_model
+    out = m.render(cl(nchw(v["in_tgt_contour"])), m.prepare(m.encode(*shots)))
+    assert_close(out.layout_logits, v["layout_logits"], 1e-3, 0, "layout logits, inference path")
+    assert_close(out.layout, v["image_gen_in_prob"], 0, 5e-2, "layout probabilities, inference path")
+    assert_close(out.image, v["image_gen_out"], 1e-2, 0, "image, inference path")
+
+
+@torch.inference_mode()
+def test_inference_path_bf16_per_network(fast_model, parity_vectors):
+    """bf16 autocast on the inference path: each network close to the fp32 reference
+    (bf16 keeps ~3 significant digits; bounds from the first measurement with margin)."""
+    v, m = parity_vectors, fast_model
+    with torch.autocast("cpu", torch.bfloat16):
+        logits = m.layout_generator(cl(nchw(v["in_tgt_contour"])), styles=m.layout_generator.styles(torch.from_numpy(v["z_layout"])))
+        img = m.image_generator(cl(nchw(v["image_gen_in_prob"])), seed=m.image_generator.seed(torch.from_numpy(v["z_style"])))
+    ref_logits, ref_img = nchw(v["layout_logits"]), nchw(v["image_gen_out"])
+    agree = (logits[:, :19].float().argmax(1) == ref_logits.argmax(1)).float().mean().item()
+    assert agree > 0.98, f"G^l bf16 layout argmax agreement {agree:.4f}"
+    err = (img.float() - ref_img).abs().max().item() / ref_img.abs().max().item()
+    assert err < 0.05, f"G^s bf16 max|Δ|/max|ref| {err:.3g}"
+
+
+@pytest.mark.slow
+@torch.inference_mode()
+def test_compiled_path_chained(parity_weights, parity_vectors, shots):
+    """for_inference_(compile=True): the torch.compile'd render step (inductor, frozen weights)
+    on the reduced parity model, at the inference path's bounds, fp32 and bf16."""
+    if shutil.which(os.environ.get("CXX", "g++")) is None:
+        pytest.skip("no C++ compiler: the compiled path falls back to eager (tested in test_runtime)")
+    v = parity_vectors
+    m = LSR.from_pretrained(parity_weights).for_inference_(compile=True)
+    state = m.prepare(m.encode(*shots))
+    contour = cl(nchw(v["in_tgt_contour"]))
+    out = m.render(contour, state)
+    assert m.compiled_render.compiled, m.compiled_render.error
+    assert_close(out.layout_logits, v["layout_logits"], 1e-3, 0, "layout logits, compiled")
+    assert_close(out.layout, v["image_gen_in_prob"], 0, 5e-2, "layout probabilities, compiled")
+    assert_close(out.image, v["image_gen_out"], 1e-2, 0, "image, compiled")
+    with torch.autocast("cpu", torch.bfloat16):
+        out16 = m.render(contour, state)
+    assert m.compiled_render.compiled, m.compiled_render.error
+    agree = (out16.layout_logits.float().argmax(1) == nchw(v["layout_logits"]).argmax(1)).float().mean().item()
+    assert agree > 0.98, f"compiled bf16 layout argmax agreement {agree:.4f}"

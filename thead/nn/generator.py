@@ -7,6 +7,7 @@ size. Output is linear RGB (no tanh, ref §9.5); clip to [-1, 1] for display.
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from thead.config import ImageGeneratorConfig
@@ -22,9 +23,12 @@ class SPADEConvBlock(nn.Module):
         self.conv = EqualConv2d(in_ch, out_ch, kernel_size, bias=bias)
         self.act = act
 
-    def forward(self, x: Tensor, layout: Tensor) -> Tensor:
-        h = self.spade_norm(x, layout)
-        return self.conv(leaky_relu(h) if self.act else h)
+    def forward(self, x: Tensor, layout: Tensor, *, normalized: Tensor | None = None) -> Tensor:
+        h = self.spade_norm(x, layout, normalized=normalized)
+        if self.act:
+            # the fused inference path owns h: activate it in place (no new 224² buffer)
+            h = F.leaky_relu_(h, 0.2) if self.spade_norm.gamma_beta_conv is not None else leaky_relu(h)
+        return self.conv(h)
 
 
 class SPADEResBlock(nn.Module):
@@ -41,8 +45,13 @@ class SPADEResBlock(nn.Module):
         )
 
     def forward(self, x: Tensor, layout: Tensor) -> Tensor:
-        skip = self.shortcut(x, layout) if self.shortcut is not None else x
-        return self.conv_block1(self.conv_block0(x, layout), layout) + skip
+        if self.shortcut is None:
+            return self.conv_block1(self.conv_block0(x, layout), layout) + x
+        # Inference: conv_block0's and the shortcut's SPADE normalise the same x; IN(x) once.
+        xn = self.conv_block0.spade_norm.norm(x) if self.conv_block0.spade_norm.gamma_beta_conv is not None else None
+        skip = self.shortcut(x, layout, normalized=xn)
+        out = self.conv_block1(self.conv_block0(x, layout, normalized=xn), layout)
+        return out + skip if xn is None else out.add_(skip)
 
 
 class ImageGenerator(nn.Module):
