@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from thead.config import LSRConfig
 from thead.errors import WeightsError
-from thead.model import LSR, NETWORKS, RENDER_NETWORKS, Latents
+from thead.model import LSR, NETWORKS, RENDER_NETWORKS
 
 CUDA = [pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))]
 
@@ -156,7 +156,16 @@ def test_render_only_subset_loads_without_encoders_and_discriminator(model, tmp_
         torch.testing.assert_close(m.render(target, m.prepare(lat)).image, model.render(target, model.prepare(lat)).image)
 
 
-def test_latents_dataclass_is_frozen():
-    lat = Latents(torch.zeros(1, 4), torch.zeros(1, 4))
-    with pytest.raises(Exception):
-        lat.z_style = torch.ones(1, 4)
+@torch.no_grad()
+def test_per_shot_latents_average_to_the_avatar_latents(model):
+    rgb, contour, _ = inputs(n=3)
+    per_shot = model.encode_shots(rgb, contour)
+    assert per_shot.z_style.shape[:2] == rgb.shape[:2] and per_shot.z_layout.shape[:2] == rgb.shape[:2]
+    # Shot j alone encodes to per-shot entry j: no mixing across shots or examples.
+    alone = model.encode(rgb[:, 1:2], contour[:, 1:2])
+    torch.testing.assert_close(per_shot.z_style[:, 1], alone.z_style)
+    torch.testing.assert_close(per_shot.z_layout[:, 1], alone.z_layout)
+    assert not torch.allclose(per_shot.z_style[:, 0], per_shot.z_style[:, 1])  # distinct shots, distinct latents
+    averaged = model.encode(rgb, contour)
+    torch.testing.assert_close(per_shot.mean_over_shots().z_style, averaged.z_style)
+    torch.testing.assert_close(per_shot.mean_over_shots().z_layout, averaged.z_layout)

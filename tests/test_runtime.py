@@ -32,8 +32,9 @@ def _faults(mode: str) -> list[int]:
 def test_training_allocator_stops_page_faulting_after_warm_up():
     # Blocks above glibc's 32 MiB mmap cap go back to the kernel when freed and are faulted in
     # anew every step (~81,500 pages here); in training mode the heap settles within a few steps.
-    assert _faults("default")[-1] > 50_000
-    assert _faults("training")[-1] < 1_000
+    # The default run is the control that shows the count sees a step's activations at all.
+    default, training = _faults("default"), _faults("training")
+    assert training[-1] * 50 < default[-1]
 
 
 def test_compiled_or_eager_falls_back_once_with_a_warning(monkeypatch):

@@ -33,10 +33,15 @@ RENDER_NETWORKS = ("layout_generator", "image_generator")
 
 @dataclass(frozen=True)
 class Latents:
-    """The avatar's latents, averaged over its K shots: z^s, z^l [B, z_dim]."""
+    """The avatar's latents z^s, z^l: [B, z_dim] averaged over its K shots (``LSR.encode``), or
+    [B, K, z_dim] per shot (``LSR.encode_shots``)."""
 
     z_style: Tensor
     z_layout: Tensor
+
+    def mean_over_shots(self) -> Latents:
+        """Per-shot latents [B, K, z_dim] (from ``LSR.encode_shots``) -> their mean [B, z_dim]."""
+        return Latents(z_style=self.z_style.mean(dim=1), z_layout=self.z_layout.mean(dim=1))
 
 
 @dataclass(frozen=True)
@@ -87,11 +92,14 @@ class LSR(nn.Module):
     # -- step 1: the shots -------------------------------------------------------------------
     def encode(self, rgb: Tensor, contour: Tensor) -> Latents:
         """rgb, contour [B, K, 3, H, W] in [-1, 1] -> latents averaged over the K shots."""
+        return self.encode_shots(rgb, contour).mean_over_shots()
+
+    def encode_shots(self, rgb: Tensor, contour: Tensor) -> Latents:
+        """rgb, contour [B, K, 3, H, W] in [-1, 1] -> per-shot latents [B, K, z_dim] (E^s, E^l
+        on each shot; ``encode`` is their mean over K, as the paper averages them)."""
         b, k = rgb.shape[:2]
         x = torch.cat([rgb, contour], dim=2).flatten(0, 1)
-        z_style = self.style_encoder(x).view(b, k, -1).mean(dim=1)
-        z_layout = self.layout_encoder(x).view(b, k, -1).mean(dim=1)
-        return Latents(z_style=z_style, z_layout=z_layout)
+        return Latents(z_style=self.style_encoder(x).view(b, k, -1), z_layout=self.layout_encoder(x).view(b, k, -1))
 
     # -- step 2: per-avatar precomputation -------------------------------------------------
     def prepare(self, latents: Latents) -> AvatarState:

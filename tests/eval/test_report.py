@@ -6,10 +6,11 @@ import csv
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from thead.eval.protocol import EvalResult, MetricValues, PersonResult, RunKey, RunResult
-from thead.eval.report import render_text, write_report
+from thead.eval.report import METRICS, header, metrics_figure, render_text, write_report
 
 
 def _result(with_k: bool = True) -> EvalResult:
@@ -49,7 +50,7 @@ def test_files_are_written(tmp_path):
     assert len(rows) == 1 + 8 * 3 and rows[1][:4] == ["meta", "1", "all", "64"] and rows[2][2] == "id00017"
     with Image.open(files.plot) as im:
         assert im.size == (1200, 700)
-        assert len(np.unique(np.asarray(im.convert("RGB")).reshape(-1, 3), axis=0)) > 10  # something is drawn
+        assert np.asarray(im.convert("L")).std() > 0  # not a blank canvas
     assert files.table.read_text().startswith(" ")
     assert not [p for p in (tmp_path / "report").iterdir() if p.name.startswith(".")]  # no temporaries left
 
@@ -58,3 +59,25 @@ def test_runs_without_k_have_no_plot(tmp_path):
     files = write_report(_result(with_k=False), tmp_path)
     assert files.plot is None and not (tmp_path / "metrics_vs_shots.png").exists()
     assert files.csv.read_text().splitlines()[1].startswith("meta,,all,64")
+
+
+def test_plot_shows_each_metric_against_k():
+    result = _result()
+    fig = metrics_figure(result)
+    axes = fig.get_axes()
+    assert [ax.get_title() for ax in axes] == [header(name) for name in METRICS]
+    for ax, name in zip(axes, METRICS):
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        for method in ("meta", "ft"):
+            expected = [(r.run.num_shots, getattr(r.values, name)) for r in result.runs if r.run.method == method]
+            expected = [(k, v) for k, v in expected if v is not None and np.isfinite(v)]
+            if not expected:  # LPIPS was not computed: no line, a note instead
+                assert method not in lines
+                continue
+            line = lines[method]
+            assert list(line.get_xdata()) == [k for k, _ in expected]
+            assert list(line.get_ydata()) == pytest.approx([v for _, v in expected])
+            assert line.get_linestyle() == ("--" if method == "meta" else "-")
+        if not lines:
+            assert [t.get_text() for t in ax.texts] == ["not computed"]
+    assert metrics_figure(_result(with_k=False)) is None

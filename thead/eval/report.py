@@ -122,11 +122,21 @@ def _csv_value(v: float | None) -> str:
 
 
 def plot_metrics(result: EvalResult, target: Path) -> bool:
-    """Each metric against K (log-2 axis), meta-learned dashed, fine-tuned solid; False when no
-    run has a K (nothing to plot)."""
+    """Write ``metrics_figure`` as a PNG; False when no run has a K (nothing to plot)."""
+    fig = metrics_figure(result)
+    if fig is None:
+        return False
+    with atomic_file(target) as tmp:
+        fig.savefig(tmp, format="png")
+    return True
+
+
+def metrics_figure(result: EvalResult):
+    """Each metric against K (log-2 axis), meta-learned dashed, fine-tuned solid (Figure 6 of the
+    paper); one subplot per metric in ``METRICS`` order; None when no run has a K."""
     runs = [r for r in result.runs if r.run.num_shots is not None]
     if not runs:
-        return False
+        return None
     from matplotlib.figure import Figure  # drawn without pyplot: no global backend state
 
     fig = Figure(figsize=(12, 7), dpi=100)
@@ -151,9 +161,7 @@ def plot_metrics(result: EvalResult, target: Path) -> bool:
         else:
             ax.text(0.5, 0.5, "not computed", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
-    with atomic_file(target) as tmp:
-        fig.savefig(tmp, format="png")
-    return True
+    return fig
 
 
 def write_report(result: EvalResult, folder: str | os.PathLike) -> ReportFiles:
