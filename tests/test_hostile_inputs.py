@@ -142,6 +142,14 @@ def test_thead_home_that_is_a_file_fails_before_any_work(tmp_path, sample_dir, m
     assert home.read_text() == "not a folder"
 
 
+def test_thead_home_where_nothing_can_be_created_fails_before_any_work(sample_dir, monkeypatch, capsys):
+    """/proc refuses new folders even to root: the same path as a read-only THEAD_HOME."""
+    monkeypatch.setenv("THEAD_HOME", "/proc/thead-home-test")
+    assert main(["enroll", str(_frame(sample_dir)), "--name", "alice", "--weights", "/nonexistent-weights"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot store avatars in /proc/thead-home-test" in err[0], err
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_read_only_thead_home_fails_before_any_work(tmp_path):
     home = tmp_path / "home"

@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from thead.errors import TheadError, UsageError
+
+if TYPE_CHECKING:
+    from thead.avatar import Avatar
 
 MIN_IMAGE_SIDE = 16  # images and video frames: the face detectors fail on tinier ones
 
@@ -49,8 +54,6 @@ def check_new_output(output: str | os.PathLike, inputs: Iterable[str | os.PathLi
 def check_input_file(path: str | os.PathLike, what: str) -> Path:
     """An input that is a FIFO, a socket or a device would block or never end: refused (a
     missing path is left to the reader, which says so)."""
-    import stat
-
     path = Path(path)
     try:
         mode = path.stat().st_mode
@@ -68,16 +71,17 @@ def check_range(value: float, name: str, low: float, high: float, error: type[Th
     return value
 
 
-def recorded_weights(avatar) -> str | None:
+def recorded_weights(avatar: Avatar) -> str | None:
     """The weights an avatar records it was enrolled with, when they can still be found there
-    (a folder that exists, or a Hub repo id); None (the default weights) otherwise."""
+    (a folder that exists, or a Hub repo id ``owner/name[@revision]``); None (the default
+    weights) otherwise, e.g. a folder that has moved."""
     spec = avatar.info.weights
     if not spec:
         return None
     if Path(spec).is_dir():
         return spec
-    looks_like_repo = spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and os.sep not in spec.replace("/", "")
-    return spec if looks_like_repo and not Path(spec.split("@")[0]).exists() else None
+    looks_like_repo = spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not Path(spec).exists()
+    return spec if looks_like_repo else None
 
 
 MAX_ARRAY_BYTES = 256 << 20  # one array of a motion template: ~500k frames of 68 landmarks
