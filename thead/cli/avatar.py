@@ -48,8 +48,8 @@ Face = Annotated[int, typer.Option("--face", help="Which face when there are sev
 CropScale = Annotated[float, typer.Option("--crop-scale", help="Crop side multiplier (>1 shows more background).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or notes; errors only.")]
 MaxFrames = Annotated[Optional[int], typer.Option("--max-frames", help="Stop after this many driver frames.")]
-Start = Annotated[float, typer.Option("--start", help="Seconds into the driver video to start at (its audio follows).")]
-Duration = Annotated[Optional[float], typer.Option("--duration", help="Seconds of driver video to use (default: to the end).")]
+Start = Annotated[float, typer.Option("--start", help="Seconds into the driver (video or motion template) to start at; its audio follows.")]
+Duration = Annotated[Optional[float], typer.Option("--duration", help="Seconds of the driver to use (default: to the end).")]
 Reference = Annotated[str, typer.Option("--reference", help="Relative motion's neutral driver frame: auto (mouth closed, eyes open, frontal), first, or a frame number.")]
 
 
@@ -129,7 +129,7 @@ def animate(
     motion: Annotated[MotionChoice, typer.Option("--motion", help="relative: the avatar keeps its face shape (any driver); absolute: the driver's landmarks as is (self-reenactment).")] = MotionChoice(_A.motion),
     paste_back: Annotated[bool, typer.Option("--paste-back", help="Composite into the avatar's photo at its resolution.")] = _A.paste_back,
     compare: Annotated[bool, typer.Option("--compare", help="Left: the driver's 224 crop as the landmarks saw it (a motion template: its own landmarks drawn); right: the result.")] = _A.compare,
-    smooth: Annotated[bool, typer.Option("--smooth/--no-smooth", help="Smooth the driver's landmarks over time (One-Euro).")] = _A.smooth,
+    smooth: Annotated[bool, typer.Option("--smooth/--no-smooth", help="Smooth the driver's landmarks over time (One-Euro, looking ahead in files: no lag).")] = _A.smooth,
     smooth_strength: Annotated[float, typer.Option("--smooth-strength", help="0 = off, 1 = default, higher = smoother.")] = _A.smooth_strength,
     device: Device = _A.device,
     dtype: DType = DTypeChoice(_A.dtype),
