@@ -544,6 +544,8 @@ class Animator:
         Ctrl-C nothing appears at ``output``. ``progress(done, total)`` after each frame."""
         t0 = time.perf_counter()
         output = Path(output)
+        if self.options.audio is not None and not Path(self.options.audio).is_file():
+            raise VideoError(f"--audio {self.options.audio} does not exist")
         drv = self.open(driver, on_note=on_note)
         is_image = isinstance(drv, PhotoDriver)
         if is_image and self.options.audio is not None:

@@ -374,9 +374,10 @@ def _pick_reference(costs: Iterator[tuple[int, np.ndarray]], reference: Referenc
                 on_note(f"the reference frame {index} of {what} has an open mouth ({opening:.2f} of the eye distance): "
                         "the avatar's own expression stands for it; --reference auto picks a neutral frame")
             return index, np.asarray(landmarks, np.float32)
+    if reference != "auto":
+        raise UsageError(f"--reference {reference}: {what} has no such frame with a face")
     if best is None:
-        raise UsageError(f"--reference {reference}: {what} has no such frame with a face") if reference != "auto" else \
-            NoFaceError(f"no face found in {what} to take as the neutral reference")
+        raise NoFaceError(f"no face found in {what} to take as the neutral reference")
     return best[1], np.asarray(best[2], np.float32)
 
 
@@ -617,7 +618,7 @@ class VideoDriver(Driver):
     def __iter__(self) -> Iterator[DriverFrame]:
         """Pass 2: landmarks on every frame, held where no face, smoothed."""
         self.missing_faces = 0
-        held = self._first_landmarks if self.box is not None else None
+        held: np.ndarray | None = None
         smooth = SmoothOptions(self.options.smooth_strength if self.options.smooth else 0.0, float(self.fps or 25))
         ahead = LookaheadSmoother(smooth, self.options.lookahead) if self.options.lookahead else None
         causal = LandmarkSmoother(smooth)

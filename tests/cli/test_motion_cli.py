@@ -138,3 +138,7 @@ def test_avatars_show_image_and_bad_options(tmp_path, capsys, sample_dir, enroll
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and words in err[0], err
         assert not (tmp_path / "bad.mp4").exists()
+    code = _animate(sample_dir / CLIP_61, tmp_path / "bad.mp4", parity_weights, "--audio", str(tmp_path / "none.m4a"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "--audio" in err[0] and "does not exist" in err[0], err
+    assert not (tmp_path / "bad.mp4").exists()

@@ -51,8 +51,8 @@ CropScale = Annotated[float, typer.Option("--crop-scale", min=0.25, max=4.0, hel
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or notes; errors only.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", "-y", help="Replace the output file if it exists.")]
 MaxFrames = Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Stop after this many driver frames.")]
-Start = Annotated[float, typer.Option("--start", min=0.0, help="Seconds into the driver video to start at (its audio follows).")]
-Duration = Annotated[Optional[float], typer.Option("--duration", min=0.0, help="Seconds of driver video to use (default: to the end).")]
+Start = Annotated[float, typer.Option("--start", min=0.0, help="Seconds into the driver (video or motion template) to start at; its audio follows.")]
+Duration = Annotated[Optional[float], typer.Option("--duration", min=0.0, help="Seconds of the driver to use (default: to the end).")]
 Reference = Annotated[str, typer.Option("--reference", help="Relative motion's neutral driver frame: auto (mouth closed, eyes open, frontal), first, or a frame number.")]
 
 
@@ -136,7 +136,7 @@ def animate(
     motion: Annotated[MotionChoice, typer.Option("--motion", help="relative: the avatar keeps its face shape (any driver); absolute: the driver's landmarks as is (self-reenactment).")] = MotionChoice(_A.motion),
     paste_back: Annotated[bool, typer.Option("--paste-back", help="Composite into the avatar's photo at its resolution.")] = _A.paste_back,
     compare: Annotated[bool, typer.Option("--compare", help="Left: the driver's 224 crop as the landmarks saw it (a motion template: its own landmarks drawn); right: the result.")] = _A.compare,
-    smooth: Annotated[bool, typer.Option("--smooth/--no-smooth", help="Smooth the driver's landmarks over time (One-Euro).")] = _A.smooth,
+    smooth: Annotated[bool, typer.Option("--smooth/--no-smooth", help="Smooth the driver's landmarks over time (One-Euro, looking ahead in files: no lag).")] = _A.smooth,
     smooth_strength: Annotated[float, typer.Option("--smooth-strength", min=0.0, max=100.0, help="0 = off, 1 = default, higher = smoother.")] = _A.smooth_strength,
     device: Device = _A.device,
     dtype: DType = DTypeChoice(_A.dtype),
