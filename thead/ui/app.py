@@ -240,9 +240,8 @@ class Page:
         except TheadError as e:
             return _error(e)
         n = int(steps) if steps else finetune_steps(k)
-        return (f"{n} steps on the avatar's {k} shot(s) (the release's schedule for K = {k} is {finetune_steps(k)}); "
-                f"a full-size step takes about 15 s on a 2-core CPU (about {format_seconds(15 * n)}), well under a second "
-                "on a GPU. The time left is measured while it runs.")
+        return (f"{n} steps on the avatar's {k} shot(s) (the release's schedule for K = {k} is {finetune_steps(k)}). "
+                "The time left is estimated from the first steps while it runs, as `thead finetune` does.")
 
     def finetune(self, name, steps, request: gr.Request, progress=gr.Progress()):
         try:
