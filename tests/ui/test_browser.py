@@ -225,17 +225,6 @@ def test_one_render_at_a_time_others_queue_and_cancel_leaves_nothing(page, serve
     other.close()
 
 
-def test_uploads_are_size_limited(page, files):
-    tab(page, "Animate")
-    page.locator("#animate-driver button[aria-label='Clear']").first.click()
-    page.set_input_files("#animate-driver input[type=file]", str(files["too_big"]))
-    page.wait_for_selector(":text-matches('exceed|too large|maximum', 'i')")
-    body = page.inner_text("body")
-    assert "too-big" not in page.inner_text("#animate-driver")  # refused, not uploaded
-    no_traceback(page)
-    assert any(w in body.lower() for w in ("exceed", "too large", "maximum")), body[-500:]
-
-
 def test_finetune_from_the_page(page, server):
     tab(page, "Fine-tune")
     page.wait_for_selector("#finetune-estimate :text('steps on the avatar')")
@@ -260,3 +249,14 @@ def test_delete_asks_then_deletes(page, server):
     assert not (server["home"] / "avatars" / "ada.finetuned.safetensors").exists()
     assert page.locator("#avatar-gallery img").count() == 0
     no_traceback(page)
+
+
+def test_uploads_are_size_limited(page, files):
+    tab(page, "Animate")
+    page.locator("#animate-driver button[aria-label='Clear']").first.click()
+    page.set_input_files("#animate-driver input[type=file]", str(files["too_big"]))
+    page.wait_for_selector(":text-matches('exceed|too large|maximum', 'i')")
+    body = page.inner_text("body")
+    assert "too-big" not in page.inner_text("#animate-driver")  # refused, not uploaded
+    no_traceback(page)
+    assert any(w in body.lower() for w in ("exceed", "too large", "maximum")), body[-500:]
