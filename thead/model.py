@@ -160,13 +160,15 @@ class LSR(nn.Module):
         afterwards); without a working compiler it warns once and renders eagerly.
 
         The result cannot be saved or trained."""
-        from thead.nn.layers import SPADE, EqualConv2d, EqualLinear
+        from thead.nn.layers import SPADE, EqualConv2d, EqualLinear, InstanceNorm
         from thead.nn.layout import ResBlockUp
 
         self.eval().requires_grad_(False)
         for m in list(self.modules()):
             if isinstance(m, (SPADE, ResBlockUp)):
                 m.fuse_()  # SPADE: folds its own convs' scales, then fuses γ/β
+            elif isinstance(m, InstanceNorm):
+                m.narrow_nchw = True
         for m in self.modules():
             if isinstance(m, (EqualConv2d, EqualLinear)):
                 m.fold_scale_()

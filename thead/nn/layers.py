@@ -146,6 +146,9 @@ class InstanceNorm(nn.Module):
     def __init__(self, eps: float = IN_EPS):
         super().__init__()
         self.eps = eps
+        # inference only (set by LSR.for_inference_): narrow channels-last inputs go through
+        # NCHW memory; the training path keeps its numerics
+        self.narrow_nchw = False
 
     def forward(self, x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
         def affine(t: Tensor | None, i: int) -> Tensor | None:
@@ -154,9 +157,9 @@ class InstanceNorm(nn.Module):
         def one(xi: Tensor, i: int) -> Tensor:
             return F.batch_norm(xi, None, None, affine(weight, i), affine(bias, i), True, 0.0, self.eps)
 
-        if x.shape[1] < NARROW_CHANNELS and x.is_contiguous(memory_format=torch.channels_last) and x.ndim == 4:
+        if self.narrow_nchw and x.shape[1] < NARROW_CHANNELS and x.is_contiguous(memory_format=torch.channels_last):
             # A few channels in channels-last memory are the batch-norm kernel's worst case
-            # (measured, 3 x 224²: 0.2 ms contiguous, 60 ms channels-last): go through NCHW.
+            # (measured under load, 3 x 224²: 0.2 ms contiguous, 60 ms channels-last).
             out = self(x.contiguous(), weight, bias)
             return out.contiguous(memory_format=torch.channels_last)
         if x.shape[0] == 1:
