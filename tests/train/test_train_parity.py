@@ -163,6 +163,11 @@ def nhwc(t: torch.Tensor) -> np.ndarray:
 
 def test_data_path_reproduces_the_stored_inputs(stored, fsth_root):
     s = stored["B"]
+    suffixes = ("_rgb.png", "_contour.png", "_segmap_merged.png")
+    for (split, shots, target), files in zip(s.meta["examples"], s.meta["input_files_relative_to_fsth_eval_subset_processed"], strict=True):
+        folder = f"{split}/id00017/OLguY5ofUrY/combined"
+        assert files["shots"] == [f"{folder}/{i:05d}{x}" for i in shots for x in suffixes]
+        assert files["target"] == [f"{folder}/{target:05d}{x}" for x in suffixes]
     batch, shot_segmaps = _batch(s, fsth_root)
     for key, ours in [
         ("in_src_rgb", batch.shots_rgb),
