@@ -131,7 +131,7 @@ def test_stable_box_ignores_missing_frames_and_outliers(fsth_faces):
         stable_crop_box([None, None])
 
 
-@pytest.mark.parametrize("kwargs", [{"scale": 0}, {"scale": float("nan")}, {"face_index": -1}, {"pad": "mirror"}, {"pad": "reflect"}])
+@pytest.mark.parametrize("kwargs", [{"scale": 0}, {"scale": float("nan")}, {"scale": 100.0}, {"scale": 0.1}, {"face_index": -1}, {"pad": "mirror"}, {"pad": "reflect"}])
 def test_bad_options(kwargs):
     with pytest.raises(UsageError):
         CropOptions(**kwargs)

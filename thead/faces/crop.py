@@ -35,6 +35,11 @@ CROP_SIZE = 224
 PAD_MODES = ("blur", "edge", "black")
 
 
+# A crop side of 0.25x-4x the VoxCeleb2 framing: beyond that the face is a few pixels or the
+# crop a whole-frame upscale, and a huge scale would allocate a huge padded canvas.
+MIN_CROP_SCALE, MAX_CROP_SCALE = 0.25, 4.0
+
+
 @dataclass(frozen=True)
 class CropOptions:
     """How to frame a face.
@@ -61,8 +66,8 @@ class CropOptions:
     size: int = CROP_SIZE
 
     def __post_init__(self):
-        if not (self.scale > 0 and math.isfinite(self.scale)):
-            raise UsageError(f"crop scale must be a positive number, got {self.scale}")
+        if not (MIN_CROP_SCALE <= self.scale <= MAX_CROP_SCALE):  # NaN fails too
+            raise UsageError(f"crop scale must be between {MIN_CROP_SCALE} and {MAX_CROP_SCALE}, got {self.scale}")
         if self.face_index < 0:
             raise UsageError(f"face index must be 0 or more, got {self.face_index}")
         if self.pad not in PAD_MODES:
