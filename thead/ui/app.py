@@ -177,7 +177,7 @@ class Page:
         folder = motions_dir()
         return sorted(p.name for p in folder.glob(f"*{TEMPLATE_SUFFIX}")) if folder.is_dir() else []
 
-    def animate(self, name, source, upload, template, webcam, motion, paste_back, compare, smoothing, dtype, length,
+    def animate(self, name, source, upload, template, webcam, motion, paste_back, compare, smoothing, dtype, start, duration,
                 request: gr.Request, progress=gr.Progress()):
         uploads = [str(p) for p in (upload, webcam) if p]
         try:
@@ -189,7 +189,7 @@ class Page:
             options = AnimateOptions(
                 motion=motion, paste_back=bool(paste_back), compare=bool(compare), smooth=float(smoothing) > 0,
                 smooth_strength=float(smoothing) or 1.0, device=self.options.device, dtype=dtype,
-                max_frames=int(length) if length else None,
+                start_s=float(start or 0), duration_s=float(duration) if duration else None,
             )
             notes: list[str] = []
             with self.jobs.run(request.session_hash, lambda f, s: progress(f, desc=s)) as job:
@@ -327,7 +327,9 @@ def build(options: UIOptions) -> tuple[gr.Blocks, Page]:
                         m_smooth = gr.Slider(0, 3, value=AnimateOptions().smooth_strength, step=0.25, label="Smoothing (0 = off)")
                         m_dtype = gr.Radio(["fp32", "bf16"], value=AnimateOptions().dtype, label="Precision",
                                            info="bf16: about 2x faster on CPUs with AVX512-BF16 and on GPUs")
-                        m_length = gr.Number(value=0, precision=0, minimum=0, label="Length: first N driver frames (0 = all)")
+                        with gr.Row():
+                            m_start = gr.Number(value=0, minimum=0, label="Start (seconds into the driver)", elem_id="animate-start")
+                            m_duration = gr.Number(value=0, minimum=0, label="Duration (seconds, 0 = to the end)", elem_id="animate-duration")
                     with gr.Row():
                         m_go = gr.Button("Animate", variant="primary", elem_id="animate-go")
                         m_cancel = gr.Button("Cancel", elem_id="animate-cancel")
@@ -372,7 +374,7 @@ def build(options: UIOptions) -> tuple[gr.Blocks, Page]:
         m_source.change(lambda source: (gr.update(visible=source == DRIVER_UPLOAD), gr.update(visible=source == DRIVER_TEMPLATE, choices=page.templates()),
                                         gr.update(visible=source == DRIVER_WEBCAM)), m_source, [m_upload, m_template, m_webcam], queue=False)
         run = m_go.click(page.animate, [m_pick, m_source, m_upload, m_template, m_webcam, m_motion, m_paste, m_compare,
-                                        m_smooth, m_dtype, m_length], [m_video, m_image, m_status], **heavy)
+                                        m_smooth, m_dtype, m_start, m_duration], [m_video, m_image, m_status], **heavy)
         m_cancel.click(page.cancel, None, m_status, cancels=[run], queue=False)
 
         # Fine-tune (heavy, queued) and cancel.
