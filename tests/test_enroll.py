@@ -127,8 +127,12 @@ def test_best_shots_avoid_closed_eyes(tmp_path, sample_dir, detector):
     from thead.faces.pose import eye_opening
 
     clip = write_clip(sample_dir / CLIP_17, tmp_path / "blink.mp4", first=80)
-    even = collect_shots(clip, EnrollOptions(num_shots=2, pick="even"), detector)
-    best = collect_shots(clip, EnrollOptions(num_shots=2), detector)
+    notes_even, notes_best = [], []
+    even = collect_shots(clip, EnrollOptions(num_shots=2, pick="even"), detector, notes_even.append)
+    best = collect_shots(clip, EnrollOptions(num_shots=2), detector, notes_best.append)
+    closed = [n for n in notes_even if n.startswith("closed eyes")]
+    assert len(closed) == 1 and "1 of 2 shot(s)" in closed[0] and even[0].where in closed[0]  # said, with the frame
+    assert not [n for n in notes_best if n.startswith("closed eyes")]
     assert [s.where.split()[1] for s in even] == ["0", "42"]
     assert eye_opening(even[0].landmarks) < 0.18  # measured 0.164: eyes half shut
     assert all(eye_opening(s.landmarks) > 0.22 for s in best)  # measured 0.263, 0.263

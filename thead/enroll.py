@@ -285,7 +285,20 @@ def collect_shots(source: str | os.PathLike, options: EnrollOptions, detector: L
         shots = list(_video_shots(source, options.num_shots, candidates, make, on_note))
     if not shots:
         raise NoFaceError(f"no face found in {source}")
+    note_closed_eyes(shots, on_note)
     return shots
+
+
+CLOSED_EYES = 0.18  # eye aspect ratio below which the lids are (half) shut (about 0.25-0.35 open)
+
+
+def note_closed_eyes(shots: list[Shot], on_note: Callable[[str], None]) -> None:
+    """One note naming the chosen shots whose eyes are shut: the avatar learns its eyes from
+    them (``--pick best`` avoids such frames when the source has better ones)."""
+    closed = [s.where for s in shots if float(eye_opening(s.landmarks)) < CLOSED_EYES]
+    if closed:
+        on_note(f"closed eyes in {len(closed)} of {len(shots)} shot(s): {', '.join(closed)}; "
+                "the avatar's eyes come from its shots, so prefer photos with open eyes")
 
 
 def encode_shots(model: LSR, shots: list[Shot], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
