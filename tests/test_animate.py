@@ -229,3 +229,22 @@ def test_bf16_on_cpu_is_close_to_fp32(model, store, clips):
     assert psnr > 25
     with pytest.raises(UsageError, match="fp16 needs a CUDA GPU"):
         animator(model, store, "p17", dtype="fp16")
+
+
+def test_compile_option_renders_through_the_compiled_step(model, store, clips, monkeypatch):
+    """--compile hands the render step to torch.compile (stood in by a recording wrapper: a real
+    compile takes minutes here; tests/nn/test_parity.py runs the real one)."""
+    compiled = []
+
+    def fake_compile(fn, **kwargs):
+        def run(*args, **kw):
+            compiled.append(args[0].shape[0])
+            return fn(*args, **kw)
+        return run
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    plain = [f.image for f in animator(model, store, "p17", max_frames=3).frames(clips["61"])]
+    assert compiled == []
+    through = [f.image for f in animator(model, store, "p17", max_frames=3, compile=True).frames(clips["61"])]
+    assert sum(compiled) == 3  # every frame went through the compiled step
+    assert all(np.array_equal(a, b) for a, b in zip(plain, through))

@@ -79,6 +79,9 @@ class AnimateOptions:
     feather: paste-back's soft edge, as a fraction of the crop side.
     queue_frames: frames buffered between stages (bounds memory).
     finetuned: use the avatar's fine-tuned weights when it has some for these base weights.
+    compile: run the render step through ``torch.compile`` (``LSR.for_inference_``): a few
+        percent faster per frame once compiled; the first run of a batch size and dtype compiles
+        for minutes (cached on disk); falls back to eager rendering with one warning.
     """
 
     motion: MotionKind = "relative"
@@ -100,6 +103,7 @@ class AnimateOptions:
     feather: float = 0.08
     queue_frames: int = 8
     finetuned: bool = True
+    compile: bool = False
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -431,7 +435,7 @@ class Animator:
             render.load_state_dict({k: v for k, v in model.state_dict().items() if k.split(".", 1)[0] in RENDER_NETWORKS})
             if use_personal:
                 apply_personal(render, personal)
-            render.for_inference_(channels_last=self.device.type == "cpu")
+            render.for_inference_(channels_last=self.device.type == "cpu", compile=options.compile)
         self.model = render.to(self.device)
         self.model.weights_sha256 = base_sha
         self.finetuned = bool(use_personal)
@@ -461,7 +465,7 @@ class Animator:
             apply_personal(model, personal)
         sha = model.weights_sha256
         device = resolve_device(options.device)
-        model.for_inference_(channels_last=device.type == "cpu")
+        model.for_inference_(channels_last=device.type == "cpu", compile=options.compile)
         model.weights_sha256 = sha
         animator = cls(model, avatar, options)
         animator.finetuned = use_personal

@@ -151,6 +151,7 @@ def animate(
     reference: Reference = str(_A.reference),
     audio: Annotated[Optional[Path], typer.Option("--audio", help="Sound for the output: a motion template's, or a photo driver's (which then gives a video of the sound's length); replaces a video driver's.")] = _A.audio,
     finetuned: Annotated[bool, typer.Option("--finetuned/--no-finetuned", help="Use the avatar's fine-tuned weights when it has some.")] = _A.finetuned,
+    compile: Annotated[bool, typer.Option("--compile", help="Render through torch.compile: a few % faster per frame; the first run of a batch size and dtype compiles for minutes (then cached).")] = _A.compile,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
@@ -164,7 +165,7 @@ def animate(
         motion=motion.value, paste_back=paste_back, compare=compare, smooth=smooth, smooth_strength=smooth_strength,
         device=device, dtype=dtype.value, batch=batch, landmarks=landmarks.value, crop_scale=crop_scale,
         face_index=face, max_frames=max_frames, finetuned=finetuned, reference=parse_reference(reference),
-        start_s=start, duration_s=duration, audio=audio,
+        start_s=start, duration_s=duration, audio=audio, compile=compile,
     )
     with _Bar(name, quiet) as bar:
         result = run(name, driver, output, options, weights=weights, progress=bar, on_note=bar.note)
