@@ -28,7 +28,7 @@ from thead.config import (
     LSRConfig,
 )
 from thead.convert.bundle import TensorBundle, find_checkpoint_prefix
-from thead.errors import CheckpointError
+from thead.errors import CheckpointError, WeightsError
 
 SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 NETWORK_ROOTS = {
