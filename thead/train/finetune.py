@@ -32,7 +32,8 @@ from thead.train.losses import LossNetworks
 from thead.train.optim import KerasAdam
 from thead.train.schedule import finetune_schedule
 from thead.train.adversarial import adversarial_terms
-from thead.train.trainer import NUM_CLASSES, default_loss_networks
+from thead.faces.parsing import NUM_CLASSES
+from thead.train.trainer import default_loss_networks
 
 PERSONAL_NETWORKS = ("layout_generator", "image_generator", "discriminator")
 _STEPS_BY_SHOTS = ((4, 24), (8, 60), (16, 100), (32, 200))

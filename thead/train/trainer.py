@@ -46,6 +46,8 @@ from torch.utils.data import DataLoader
 from thead._atomic import atomic_file
 from thead.config import LSRConfig
 from thead.errors import CheckpointError, TrainingError
+from thead.faces.images import from_tensor
+from thead.faces.parsing import NUM_CLASSES
 from thead.model import LSR
 from thead.runtime import tune_cpu_allocator
 from thead.train import losses as L
@@ -65,7 +67,6 @@ from thead.train.schedule import Schedule, training_schedule
 
 LOG_NAME = "log.jsonl"
 SAMPLES = "samples"
-NUM_CLASSES = 19
 # CelebAMask-HQ label colours used by the release's summaries (ref §1.4).
 PALETTE = np.array(
     [(0, 0, 0), (204, 0, 0), (76, 153, 0), (204, 204, 0), (51, 51, 255), (204, 0, 204), (0, 255, 255),
@@ -431,17 +432,13 @@ class Trainer:
         rows = []
         for i in range(n):
             layout = PALETTE[logits[i].float().argmax(0).cpu().numpy()]
-            panels = [_to_uint8(batch.target_contour[i]), layout, _to_uint8(out[i]), _to_uint8(batch.target_rgb[i])]
+            panels = [from_tensor(batch.target_contour[i]), layout, from_tensor(out[i]), from_tensor(batch.target_rgb[i])]
             rows.append(np.concatenate(panels, axis=1))
         path = self.run_dir / SAMPLES / f"step-{self.state.step:09d}.png"
         path.parent.mkdir(exist_ok=True)
         with atomic_file(path) as tmp:
             Image.fromarray(np.concatenate(rows, axis=0)).save(tmp, format="PNG")
         return path
-
-
-def _to_uint8(x: Tensor) -> np.ndarray:
-    return torch.round(127.5 + 127.5 * x.float().clamp(-1, 1)).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
 def _advance(state: TrainState, global_batch: int, skipped: int) -> TrainState:
