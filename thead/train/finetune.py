@@ -171,6 +171,44 @@ def finetune(
     return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
 
 
+@dataclass(frozen=True)
+class AvatarFinetune:
+    """One avatar's fine-tuning, checked and ready (``prepare_avatar_finetune``): the base model
+    it was enrolled with, its shots as targets with their contour drawings, its latents."""
+
+    name: str
+    model: LSR
+    latents: Latents
+    frames: Tensor  # [K, 3, H, W] in [-1, 1]
+    contours: Tensor
+    options: FinetuneOptions
+    store: object  # the AvatarStore the personal weights go to
+
+    def run(self, progress: Callable[[FinetuneProgress], None] | None = None, *, loss_networks: LossNetworks | None = None):
+        """Fine-tune and save the personal weights with the avatar; returns the path written."""
+        personal = finetune(self.model, self.latents, self.frames, self.contours, self.options, progress, loss_networks=loss_networks)
+        return self.store.save_finetuned(self.name, personal, self.model.weights_sha256 or "")
+
+
+def prepare_avatar_finetune(name: str, options: FinetuneOptions | None = None, *, weights: str | None = None, store=None) -> AvatarFinetune:
+    """Load avatar ``name`` and its base weights and check them (store writable, weights the
+    avatar was enrolled with) before any step. ``weights``: default the ones the avatar was
+    enrolled with; ``options``: default ``FinetuneOptions(num_shots=the avatar's K)``."""
+    from thead.animate import check_compatible
+    from thead.avatar import AvatarStore
+    from thead.faces.contour import draw_contour
+    from thead.faces.images import to_tensor
+
+    store = store if store is not None else AvatarStore()
+    avatar = store.load(name)
+    store.check_writable()  # a read-only store is said now, not after all the steps
+    model = LSR.from_pretrained(weights or avatar.weights or None)
+    check_compatible(model, avatar)
+    options = options if options is not None else FinetuneOptions(num_shots=avatar.num_shots)
+    frames = torch.stack([to_tensor(s) for s in avatar.shots])
+    contours = torch.stack([to_tensor(draw_contour(lm)) for lm in avatar.landmarks])
+    return AvatarFinetune(name, model, avatar.latents, frames, contours, options, store)
+
 
 def finetune_avatar(
     name: str,
@@ -181,22 +219,7 @@ def finetune_avatar(
     loss_networks: LossNetworks | None = None,
     progress: Callable[[FinetuneProgress], None] | None = None,
 ):
-    """``thead finetune NAME`` as one call: the avatar's shots and their contour drawings as
-    targets, its latents constant; the personal weights saved with the avatar. Returns the
-    path written. ``weights``: the base weights (default: the ones the avatar was enrolled
-    with); ``options.num_shots`` defaults to the avatar's K when ``options`` is None."""
-    from thead.avatar import AvatarStore
-    from thead.errors import AvatarError
-    from thead.faces.contour import draw_contour
-    from thead.faces.images import to_tensor
-
-    store = store if store is not None else AvatarStore()
-    avatar = store.load(name)
-    model = LSR.from_pretrained(weights or avatar.weights or None)
-    if avatar.info.weights_sha256 and model.weights_sha256 != avatar.info.weights_sha256:
-        raise AvatarError(f"avatar {name} was enrolled with other weights; pass the same --weights")
-    options = options if options is not None else FinetuneOptions(num_shots=avatar.num_shots)
-    frames = torch.stack([to_tensor(s) for s in avatar.shots])
-    contours = torch.stack([to_tensor(draw_contour(lm)) for lm in avatar.landmarks])
-    personal = finetune(model, avatar.latents, frames, contours, options, progress, loss_networks=loss_networks)
-    return store.save_finetuned(name, personal, model.weights_sha256 or "")
+    """``thead finetune NAME`` as one call: ``prepare_avatar_finetune`` then ``run`` (the
+    avatar's shots and their contour drawings as targets, its latents constant; the personal
+    weights saved with the avatar). Returns the path written."""
+    return prepare_avatar_finetune(name, options, weights=weights, store=store).run(progress, loss_networks=loss_networks)
