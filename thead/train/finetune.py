@@ -25,14 +25,13 @@ import torch
 from torch import Tensor, nn
 
 from thead.errors import TrainingError, UsageError
-from thead.model import LSR, Latents
+from thead.model import LSR, Latents, layout_to_image
 from thead.train.config import META_WEIGHTS, LossWeights, OptimizerConfig, meta_learning
 from thead.runtime import tune_cpu_allocator
 from thead.train.losses import LossNetworks
 from thead.train.optim import KerasAdam
 from thead.train.schedule import finetune_schedule
 from thead.train.adversarial import adversarial_terms
-from thead.faces.parsing import NUM_CLASSES
 from thead.train.trainer import default_loss_networks
 
 PERSONAL_NETWORKS = ("layout_generator", "image_generator", "discriminator")
@@ -82,8 +81,7 @@ class _PersonalGenerator(nn.Module):
         self.layout_generator, self.image_generator = layout_generator, image_generator
 
     def forward(self, contour: Tensor, z_style: Tensor, z_layout: Tensor) -> Tensor:
-        logits = self.layout_generator(contour, z_layout)[:, :NUM_CLASSES]
-        return self.image_generator(logits.softmax(dim=1), z_style)
+        return layout_to_image(self.layout_generator, self.image_generator, contour, z_layout=z_layout, z_style=z_style).image
 
 
 def finetune(

@@ -48,7 +48,7 @@ from thead.config import LSRConfig
 from thead.errors import CheckpointError, TrainingError
 from thead.faces.images import from_tensor
 from thead.faces.parsing import NUM_CLASSES
-from thead.model import LSR
+from thead.model import LSR, layout_to_image
 from thead.runtime import tune_cpu_allocator
 from thead.train import losses as L
 from thead.train.adversarial import adversarial_terms
@@ -161,8 +161,8 @@ class SynthesisSide(nn.Module):
             layout = F.one_hot(oracle, NUM_CLASSES).permute(0, 3, 1, 2).to(z_style.dtype)
             return self.image_generator(layout, z_style), None, z_style, None
         z_layout = _encode(self.layout_encoder, shots_rgb, shots_contour)
-        logits = self.layout_generator(target_contour, z_layout)[:, :NUM_CLASSES]
-        return self.image_generator(logits.softmax(dim=1), z_style), logits, z_style, z_layout
+        out = layout_to_image(self.layout_generator, self.image_generator, target_contour, z_layout=z_layout, z_style=z_style)
+        return out.image, out.layout_logits, z_style, z_layout
 
 
 # -- the trainer -----------------------------------------------------------------------------
