@@ -13,9 +13,7 @@ K < 4 → 24, K < 8 → 60, K < 16 → 100, K < 32 → 200, else 400.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +30,7 @@ from thead.train.losses import LossNetworks
 from thead.train.optim import KerasAdam
 from thead.train.schedule import finetune_schedule
 from thead.train.adversarial import adversarial_terms
+from thead.train.step import autocast, loss_values, nonfinite, step_optimizers, zero_grads
 from thead.train.trainer import default_loss_networks
 
 PERSONAL_NETWORKS = ("layout_generator", "image_generator", "discriminator")
@@ -134,7 +133,7 @@ def finetune(
     d_named = [(f"discriminator.{n}", p) for n, p in discriminator.named_parameters()]
     g_params = [p for _, p in g_named]
     opt_cfg = OptimizerConfig(options.lr, options.optimizer.beta1, options.optimizer.beta2, options.optimizer.eps, options.optimizer.grad_clip)
-    opt_g, opt_d = KerasAdam(g_named, opt_cfg), KerasAdam(d_named, opt_cfg)
+    optimizers = [KerasAdam(g_named, opt_cfg), KerasAdam(d_named, opt_cfg)]  # G's first, then D's
     schedule = finetune_schedule(options.lr, steps, decay=options.decay_lr)
 
     # 3. Batch-1 steps over the frames, reshuffled every pass.
@@ -146,20 +145,16 @@ def finetune(
             order = rng.permutation(len(frames_rgb)).tolist()
         i = order.pop(0)
         rgb, contour = frames_rgb[i : i + 1], contours[i : i + 1]
-        opt_g.zero_grad()
-        opt_d.zero_grad()
-        with torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext():
+        zero_grads(optimizers)
+        with autocast(amp):
             fake = generator(contour, z_style, z_layout)
             adversarial = adversarial_terms(discriminator, fake, rgb, contour, z_style, z_layout, w, nets)
-        g, d = adversarial.generator, adversarial.discriminator
-        values = {f"G/{k}": float(v.detach()) for k, v in g.items()} | {f"D/{k}": float(v.detach()) for k, v in d.items()}
-        bad = [f"{k}={v}" for k, v in values.items() if not math.isfinite(v)]
+        values = loss_values({"G": adversarial.generator, "D": adversarial.discriminator})
+        bad = nonfinite(values)
         if bad:
             raise TrainingError(f"non-finite loss at fine-tuning step {step} ({', '.join(bad)}); nothing was saved")
         adversarial.backward(g_params, list(discriminator.named_parameters()))
-        lr = schedule(step)
-        opt_g.step(lr)
-        opt_d.step(lr)
+        step_optimizers(optimizers, schedule(step))
         if progress is not None:
             progress(FinetuneProgress(step + 1, steps, values, time.perf_counter() - t0))
 

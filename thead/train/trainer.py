@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
-import math
 import os
 import signal
 import threading
@@ -64,6 +63,7 @@ from thead.train.config import TrainConfig
 from thead.train.data import Batch, ClipDataset, DatasetIndex, ExampleSampler, collate
 from thead.train.optim import KerasAdam
 from thead.train.schedule import Schedule, training_schedule
+from thead.train.step import autocast, loss_values, nonfinite, step_optimizers, zero_grads
 
 LOG_NAME = "log.jsonl"
 SAMPLES = "samples"
@@ -276,12 +276,7 @@ class Trainer:
         for name, opt in self.optimizers.items():
             opt.load_state_tensors(tensors, name)
 
-    # -- one step --------------------------------------------------------------------------
-    def _autocast(self):
-        if self.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
+    # -- one step (thead.train.step) ------------------------------------------------------
     def step(self, batch: Batch) -> dict[str, float]:
         """One update of every optimizer from one forward pass; returns the weighted terms."""
         values = self.compute_gradients(batch)
@@ -292,9 +287,8 @@ class Trainer:
         """The forward pass, the losses and every optimizer's raw (unclipped) gradients, in the
         parameters' ``.grad`` (the layout optimizer's kept apart); returns the weighted terms."""
         cfg, w = self.config, self.config.weights
-        for opt in self.optimizers.values():
-            opt.zero_grad()
-        with self._autocast():
+        zero_grads(self.optimizers.values())
+        with autocast(self.amp):
             if cfg.stage == "layout":
                 logits, aux, z_layout = self.side(batch.shots_rgb, batch.shots_contour, batch.target_contour)
                 terms = {"G": L.layout_pretraining_losses(logits, aux, z_layout, batch.target_rgb, batch.target_segmap, w, self.nets)}
@@ -304,11 +298,11 @@ class Trainer:
                 terms = {"G": adversarial.generator, "D": adversarial.discriminator}
                 if "layout" in self.optimizers:
                     terms["layout"] = {"segmentation": w.segmentation * L.segmentation_ce(logits, batch.target_segmap)}
-        values = {f"{side}/{k}": float(v.detach()) for side, d in terms.items() for k, v in d.items()}
-        bad = [f"{k}={v}" for k, v in values.items() if not math.isfinite(v)]
+        values = loss_values(terms)
+        bad = nonfinite(values)
         # One collective per step: any rank's non-finite loss, Ctrl-C, skipped files.
-        nonfinite, stop, skipped = _all_reduce_sum([float(bool(bad)), float(self._stop), float(len(batch.skipped))], self.dist)
-        if nonfinite:
+        any_nonfinite, stop, skipped = _all_reduce_sum([float(bool(bad)), float(self._stop), float(len(batch.skipped))], self.dist)
+        if any_nonfinite:
             where = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written yet"
             what = ", ".join(bad) if bad else "on another process"
             raise TrainingError(f"non-finite loss at step {self.state.step} ({what}); stopped before updating, {where}")
@@ -330,9 +324,7 @@ class Trainer:
         """Clip and apply the gradients of ``compute_gradients`` at this global step's LR: G's
         optimizer first, then D's (the release's order), then the layout optimizer's."""
         lr = self.schedule(self.state.step)
-        self.optimizers["generator"].step(lr)
-        if "discriminator" in self.optimizers:
-            self.optimizers["discriminator"].step(lr)
+        step_optimizers([self.optimizers[k] for k in ("generator", "discriminator") if k in self.optimizers], lr)
         if self._layout_grads is not None:
             for p, g in zip(self.layout_params, self._layout_grads):
                 p.grad = g
@@ -421,7 +413,7 @@ class Trainer:
         """PNG grid, one row per example: [contour | layout argmax | output | target]."""
         n = min(max_rows, len(batch))
         sl = slice(0, n)
-        with self._autocast():
+        with autocast(self.amp):
             if self.config.stage == "layout":
                 logits, out, _ = self.side_module(batch.shots_rgb[sl], batch.shots_contour[sl], batch.target_contour[sl])
             else:
