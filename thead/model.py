@@ -67,6 +67,26 @@ class RenderOutput:
         return self.layout_logits.softmax(dim=1)
 
 
+def layout_to_image(
+    layout_generator: LayoutGenerator,
+    image_generator: ImageGenerator,
+    contour: Tensor,
+    *,
+    z_layout: Tensor | None = None,
+    z_style: Tensor | None = None,
+    layout_styles: list | None = None,
+    seed: Tensor | None = None,
+) -> RenderOutput:
+    """contour -> G^l -> softmax over its layout logits -> G^s -> image (ref §4.6): the one place
+    this chain is written (rendering, meta-learning, fine-tuning). G^l takes ``z_layout`` or its
+    precomputed ``layout_styles``; G^s takes ``z_style`` or its precomputed ``seed``."""
+    c = layout_generator.num_classes
+    out = layout_generator(contour, z_layout, styles=layout_styles)
+    logits, aux = out[:, :c], out[:, c:]
+    image = image_generator(logits.softmax(dim=1), z_style, seed=seed)
+    return RenderOutput(image=image, layout_logits=logits, aux_rgb=aux)
+
+
 class LSR(nn.Module):
     """Learned Spatial Representations for few-shot talking heads (Meshry et al., ICCV 2021)."""
 
@@ -131,19 +151,11 @@ class LSR(nn.Module):
     compiled_render: CompiledOrEager | None = None  # set by for_inference_(compile=True)
 
     def _render(self, contour: Tensor, state: AvatarState) -> RenderOutput:
-        c = self.config.layout_generator.num_classes
-        out = self.layout_generator(contour, styles=state.layout_styles)
-        logits, aux = out[:, :c], out[:, c:]
-        image = self.image_generator(logits.softmax(dim=1), seed=state.seed)
-        return RenderOutput(image=image, layout_logits=logits, aux_rgb=aux)
+        return layout_to_image(self.layout_generator, self.image_generator, contour, layout_styles=state.layout_styles, seed=state.seed)
 
     def forward(self, contour: Tensor, latents: Latents) -> RenderOutput:
         """contour [N, 3, H, W] with per-example latents [N, z_dim] (training path)."""
-        c = self.config.layout_generator.num_classes
-        out = self.layout_generator(contour, latents.z_layout)
-        logits, aux = out[:, :c], out[:, c:]
-        image = self.image_generator(logits.softmax(dim=1), latents.z_style)
-        return RenderOutput(image=image, layout_logits=logits, aux_rgb=aux)
+        return layout_to_image(self.layout_generator, self.image_generator, contour, z_layout=latents.z_layout, z_style=latents.z_style)
 
     # -- inference -------------------------------------------------------------------------
     def for_inference_(self, *, channels_last: bool = True, compile: bool = False) -> LSR:

@@ -144,36 +144,25 @@ def finetune(
     import torch
 
     from thead.avatar import AvatarStore
-    from thead.errors import AvatarError
-    from thead.faces.contour import draw_contour
-    from thead.faces.images import to_tensor
-    from thead.model import LSR
-    from thead.train import finetune as run_finetune
     from thead.train.config import meta_learning
-    from thead.train.finetune import FinetuneOptions
+    from thead.train.finetune import FinetuneOptions, prepare_avatar_finetune
 
     store = AvatarStore()
-    avatar = store.load(name)
-    store.check_writable()  # a read-only store is said now, not after all the steps
-    model = LSR.from_pretrained(weights or avatar.weights or None)
-    if model.weights_sha256 != avatar.info.weights_sha256:  # an avatar without a hash is refused too
-        raise AvatarError(f"avatar {name} was enrolled with other weights; pass the same --weights")
-    options = FinetuneOptions(num_shots=shots if shots is not None else avatar.num_shots, steps=steps, device=device)
-    frames = torch.stack([to_tensor(s) for s in avatar.shots])
-    contours = torch.stack([to_tensor(draw_contour(lm)) for lm in avatar.landmarks])
+    k = shots if shots is not None else store.info(name).num_shots
+    job = prepare_avatar_finetune(name, FinetuneOptions(num_shots=k, steps=steps, device=device), weights=weights, store=store)
+    n, total = len(job.frames), job.options.total_steps
     on_cpu = (device or ("cuda" if torch.cuda.is_available() else "cpu")) == "cpu"
-    err_console.print(f"fine-tuning {name}: {options.total_steps} steps on its {len(frames)} shot{'s' if len(frames) != 1 else ''}" + (" on the CPU; timing the first steps for an estimate" if on_cpu else ""))
+    err_console.print(f"fine-tuning {name}: {total} steps on its {n} shot{'s' if n != 1 else ''}" + (" on the CPU; timing the first steps for an estimate" if on_cpu else ""))
     started = time.perf_counter()
     with Progress(TextColumn("[bold]finetune"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err_console, transient=True) as bar:
-        task = bar.add_task("finetune", total=options.total_steps)
+        task = bar.add_task("finetune", total=total)
 
         def progress(p) -> None:
             # The first CPU step also grows the heap to its peak: estimate from the second.
             if on_cpu and p.step == min(2, p.steps):
-                total = time.perf_counter() - started + p.seconds * (p.steps - p.step)
-                bar.console.print(f"about {total / 60:.1f} min on this CPU ({p.seconds:.1f} s per step)")
+                estimate = time.perf_counter() - started + p.seconds * (p.steps - p.step)
+                bar.console.print(f"about {estimate / 60:.1f} min on this CPU ({p.seconds:.1f} s per step)")
             bar.update(task, completed=p.step)
 
-        personal = run_finetune(model, avatar.latents, frames, contours, options, progress, loss_networks=_loss_networks(meta_learning(), vgg19, vgg_face))
-    path = store.save_finetuned(name, personal, model.weights_sha256 or "")
-    out_console.print(f"{name}: fine-tuned {options.total_steps} steps in {time.perf_counter() - started:.0f} s -> {path}")
+        path = job.run(progress, loss_networks=_loss_networks(meta_learning(), vgg19, vgg_face))
+    out_console.print(f"{name}: fine-tuned {total} steps in {time.perf_counter() - started:.0f} s -> {path}")

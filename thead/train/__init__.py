@@ -4,16 +4,19 @@
 - ``config``: the stages' numbers (``layout_pretraining()``, ``meta_learning(variant)``).
 - ``losses``: the paper's terms as pure functions; ``LossNetworks`` (VGG19, VGG-Face).
 - ``data``: ``DatasetIndex``, ``ClipDataset``, ``ExampleSampler`` (exact resume, sharding).
+- ``step``: the parts of one step shared by ``trainer`` and ``finetune``.
 - ``trainer``: ``train(...)`` one or many processes (torchrun), checkpoints, logs.
-- ``finetune``: ``finetune(model, latents, frames, contours, options)`` -> personal weights.
+- ``finetune``: ``finetune(model, latents, frames, contours, options)`` -> personal weights;
+  ``finetune_avatar(name)`` (= ``prepare_avatar_finetune(name).run()``) for a stored avatar.
 """
 
 from thead.train.config import LossWeights, OptimizerConfig, TrainConfig, layout_pretraining, meta_learning
-from thead.train.finetune import FinetuneOptions, FinetuneProgress, finetune, finetune_avatar, finetune_steps
+from thead.train.finetune import AvatarFinetune, FinetuneOptions, FinetuneProgress, finetune, finetune_avatar, finetune_steps, prepare_avatar_finetune
 from thead.train.losses import LossNetworks
 from thead.train.trainer import StepReport, TrainResult, train
 
 __all__ = [
+    "AvatarFinetune",
     "FinetuneOptions",
     "LossNetworks",
     "LossWeights",
@@ -27,5 +30,6 @@ __all__ = [
     "finetune_steps",
     "layout_pretraining",
     "meta_learning",
+    "prepare_avatar_finetune",
     "train",
 ]

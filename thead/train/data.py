@@ -33,12 +33,12 @@ from torch.utils.data import Dataset, Sampler
 
 from thead._atomic import atomic_file
 from thead.faces.images import to_tensor
+from thead.faces.parsing import NUM_CLASSES
 from thead.errors import DatasetError
 
 INDEX_FORMAT = "thead-train-index/1"
 DEFAULT_INDEX_NAME = "thead-index.npz"
 RGB, CONTOUR, SEGMAP = "_rgb.png", "_contour.png", "_segmap_merged.png"
-NUM_CLASSES = 19
 
 
 @dataclass(frozen=True)

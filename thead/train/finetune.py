@@ -13,9 +13,7 @@ K < 4 → 24, K < 8 → 60, K < 16 → 100, K < 32 → 200, else 400.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,14 +23,15 @@ import torch
 from torch import Tensor, nn
 
 from thead.errors import TrainingError, UsageError
-from thead.model import LSR, Latents
+from thead.model import LSR, Latents, layout_to_image
 from thead.train.config import META_WEIGHTS, LossWeights, OptimizerConfig, meta_learning
 from thead.runtime import tune_cpu_allocator
 from thead.train.losses import LossNetworks
 from thead.train.optim import KerasAdam
 from thead.train.schedule import finetune_schedule
 from thead.train.adversarial import adversarial_terms
-from thead.train.trainer import NUM_CLASSES, default_loss_networks
+from thead.train.step import autocast, loss_values, nonfinite, step_optimizers, zero_grads
+from thead.train.trainer import default_loss_networks
 
 PERSONAL_NETWORKS = ("layout_generator", "image_generator", "discriminator")
 _STEPS_BY_SHOTS = ((4, 24), (8, 60), (16, 100), (32, 200))
@@ -81,8 +80,7 @@ class _PersonalGenerator(nn.Module):
         self.layout_generator, self.image_generator = layout_generator, image_generator
 
     def forward(self, contour: Tensor, z_style: Tensor, z_layout: Tensor) -> Tensor:
-        logits = self.layout_generator(contour, z_layout)[:, :NUM_CLASSES]
-        return self.image_generator(logits.softmax(dim=1), z_style)
+        return layout_to_image(self.layout_generator, self.image_generator, contour, z_layout=z_layout, z_style=z_style).image
 
 
 def finetune(
@@ -135,7 +133,7 @@ def finetune(
     d_named = [(f"discriminator.{n}", p) for n, p in discriminator.named_parameters()]
     g_params = [p for _, p in g_named]
     opt_cfg = OptimizerConfig(options.lr, options.optimizer.beta1, options.optimizer.beta2, options.optimizer.eps, options.optimizer.grad_clip)
-    opt_g, opt_d = KerasAdam(g_named, opt_cfg), KerasAdam(d_named, opt_cfg)
+    optimizers = [KerasAdam(g_named, opt_cfg), KerasAdam(d_named, opt_cfg)]  # G's first, then D's
     schedule = finetune_schedule(options.lr, steps, decay=options.decay_lr)
 
     # 3. Batch-1 steps over the frames, reshuffled every pass.
@@ -147,20 +145,16 @@ def finetune(
             order = rng.permutation(len(frames_rgb)).tolist()
         i = order.pop(0)
         rgb, contour = frames_rgb[i : i + 1], contours[i : i + 1]
-        opt_g.zero_grad()
-        opt_d.zero_grad()
-        with torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext():
+        zero_grads(optimizers)
+        with autocast(amp):
             fake = generator(contour, z_style, z_layout)
             adversarial = adversarial_terms(discriminator, fake, rgb, contour, z_style, z_layout, w, nets)
-        g, d = adversarial.generator, adversarial.discriminator
-        values = {f"G/{k}": float(v.detach()) for k, v in g.items()} | {f"D/{k}": float(v.detach()) for k, v in d.items()}
-        bad = [f"{k}={v}" for k, v in values.items() if not math.isfinite(v)]
+        values = loss_values({"G": adversarial.generator, "D": adversarial.discriminator})
+        bad = nonfinite(values)
         if bad:
             raise TrainingError(f"non-finite loss at fine-tuning step {step} ({', '.join(bad)}); nothing was saved")
         adversarial.backward(g_params, list(discriminator.named_parameters()))
-        lr = schedule(step)
-        opt_g.step(lr)
-        opt_d.step(lr)
+        step_optimizers(optimizers, schedule(step))
         if progress is not None:
             progress(FinetuneProgress(step + 1, steps, values, time.perf_counter() - t0))
 
@@ -169,6 +163,44 @@ def finetune(
     state |= {f"discriminator.{k}": v for k, v in discriminator.state_dict().items()}
     return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
 
+
+@dataclass(frozen=True)
+class AvatarFinetune:
+    """One avatar's fine-tuning, checked and ready (``prepare_avatar_finetune``): the base model
+    it was enrolled with, its shots as targets with their contour drawings, its latents."""
+
+    name: str
+    model: LSR
+    latents: Latents
+    frames: Tensor  # [K, 3, H, W] in [-1, 1]
+    contours: Tensor
+    options: FinetuneOptions
+    store: object  # the AvatarStore the personal weights go to
+
+    def run(self, progress: Callable[[FinetuneProgress], None] | None = None, *, loss_networks: LossNetworks | None = None):
+        """Fine-tune and save the personal weights with the avatar; returns the path written."""
+        personal = finetune(self.model, self.latents, self.frames, self.contours, self.options, progress, loss_networks=loss_networks)
+        return self.store.save_finetuned(self.name, personal, self.model.weights_sha256 or "")
+
+
+def prepare_avatar_finetune(name: str, options: FinetuneOptions | None = None, *, weights: str | None = None, store=None) -> AvatarFinetune:
+    """Load avatar ``name`` and its base weights and check them (store writable, weights the
+    avatar was enrolled with) before any step. ``weights``: default the ones the avatar was
+    enrolled with; ``options``: default ``FinetuneOptions(num_shots=the avatar's K)``."""
+    from thead.animate import check_compatible
+    from thead.avatar import AvatarStore
+    from thead.faces.contour import draw_contour
+    from thead.faces.images import to_tensor
+
+    store = store if store is not None else AvatarStore()
+    avatar = store.load(name)
+    store.check_writable()  # a read-only store is said now, not after all the steps
+    model = LSR.from_pretrained(weights or avatar.weights or None)
+    check_compatible(model, avatar)
+    options = options if options is not None else FinetuneOptions(num_shots=avatar.num_shots)
+    frames = torch.stack([to_tensor(s) for s in avatar.shots])
+    contours = torch.stack([to_tensor(draw_contour(lm)) for lm in avatar.landmarks])
+    return AvatarFinetune(name, model, avatar.latents, frames, contours, options, store)
 
 
 def finetune_avatar(
@@ -180,22 +212,7 @@ def finetune_avatar(
     loss_networks: LossNetworks | None = None,
     progress: Callable[[FinetuneProgress], None] | None = None,
 ):
-    """``thead finetune NAME`` as one call: the avatar's shots and their contour drawings as
-    targets, its latents constant; the personal weights saved with the avatar. Returns the
-    path written. ``weights``: the base weights (default: the ones the avatar was enrolled
-    with); ``options.num_shots`` defaults to the avatar's K when ``options`` is None."""
-    from thead.avatar import AvatarStore
-    from thead.errors import AvatarError
-    from thead.faces.contour import draw_contour
-    from thead.faces.images import to_tensor
-
-    store = store if store is not None else AvatarStore()
-    avatar = store.load(name)
-    model = LSR.from_pretrained(weights or avatar.weights or None)
-    if avatar.info.weights_sha256 and model.weights_sha256 != avatar.info.weights_sha256:
-        raise AvatarError(f"avatar {name} was enrolled with other weights; pass the same --weights")
-    options = options if options is not None else FinetuneOptions(num_shots=avatar.num_shots)
-    frames = torch.stack([to_tensor(s) for s in avatar.shots])
-    contours = torch.stack([to_tensor(draw_contour(lm)) for lm in avatar.landmarks])
-    personal = finetune(model, avatar.latents, frames, contours, options, progress, loss_networks=loss_networks)
-    return store.save_finetuned(name, personal, model.weights_sha256 or "")
+    """``thead finetune NAME`` as one call: ``prepare_avatar_finetune`` then ``run`` (the
+    avatar's shots and their contour drawings as targets, its latents constant; the personal
+    weights saved with the avatar). Returns the path written."""
+    return prepare_avatar_finetune(name, options, weights=weights, store=store).run(progress, loss_networks=loss_networks)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
-import math
 import os
 import signal
 import threading
@@ -46,7 +45,9 @@ from torch.utils.data import DataLoader
 from thead._atomic import atomic_file
 from thead.config import LSRConfig
 from thead.errors import CheckpointError, TrainingError
-from thead.model import LSR
+from thead.faces.images import from_tensor
+from thead.faces.parsing import NUM_CLASSES
+from thead.model import LSR, layout_to_image
 from thead.runtime import tune_cpu_allocator
 from thead.train import losses as L
 from thead.train.adversarial import adversarial_terms
@@ -62,10 +63,10 @@ from thead.train.config import TrainConfig
 from thead.train.data import Batch, ClipDataset, DatasetIndex, ExampleSampler, collate
 from thead.train.optim import KerasAdam
 from thead.train.schedule import Schedule, training_schedule
+from thead.train.step import autocast, loss_values, nonfinite, step_optimizers, zero_grads
 
 LOG_NAME = "log.jsonl"
 SAMPLES = "samples"
-NUM_CLASSES = 19
 # CelebAMask-HQ label colours used by the release's summaries (ref §1.4).
 PALETTE = np.array(
     [(0, 0, 0), (204, 0, 0), (76, 153, 0), (204, 204, 0), (51, 51, 255), (204, 0, 204), (0, 255, 255),
@@ -160,8 +161,8 @@ class SynthesisSide(nn.Module):
             layout = F.one_hot(oracle, NUM_CLASSES).permute(0, 3, 1, 2).to(z_style.dtype)
             return self.image_generator(layout, z_style), None, z_style, None
         z_layout = _encode(self.layout_encoder, shots_rgb, shots_contour)
-        logits = self.layout_generator(target_contour, z_layout)[:, :NUM_CLASSES]
-        return self.image_generator(logits.softmax(dim=1), z_style), logits, z_style, z_layout
+        out = layout_to_image(self.layout_generator, self.image_generator, target_contour, z_layout=z_layout, z_style=z_style)
+        return out.image, out.layout_logits, z_style, z_layout
 
 
 # -- the trainer -----------------------------------------------------------------------------
@@ -275,12 +276,7 @@ class Trainer:
         for name, opt in self.optimizers.items():
             opt.load_state_tensors(tensors, name)
 
-    # -- one step --------------------------------------------------------------------------
-    def _autocast(self):
-        if self.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
+    # -- one step (thead.train.step) ------------------------------------------------------
     def step(self, batch: Batch) -> dict[str, float]:
         """One update of every optimizer from one forward pass; returns the weighted terms."""
         values = self.compute_gradients(batch)
@@ -291,9 +287,8 @@ class Trainer:
         """The forward pass, the losses and every optimizer's raw (unclipped) gradients, in the
         parameters' ``.grad`` (the layout optimizer's kept apart); returns the weighted terms."""
         cfg, w = self.config, self.config.weights
-        for opt in self.optimizers.values():
-            opt.zero_grad()
-        with self._autocast():
+        zero_grads(self.optimizers.values())
+        with autocast(self.amp):
             if cfg.stage == "layout":
                 logits, aux, z_layout = self.side(batch.shots_rgb, batch.shots_contour, batch.target_contour)
                 terms = {"G": L.layout_pretraining_losses(logits, aux, z_layout, batch.target_rgb, batch.target_segmap, w, self.nets)}
@@ -303,11 +298,11 @@ class Trainer:
                 terms = {"G": adversarial.generator, "D": adversarial.discriminator}
                 if "layout" in self.optimizers:
                     terms["layout"] = {"segmentation": w.segmentation * L.segmentation_ce(logits, batch.target_segmap)}
-        values = {f"{side}/{k}": float(v.detach()) for side, d in terms.items() for k, v in d.items()}
-        bad = [f"{k}={v}" for k, v in values.items() if not math.isfinite(v)]
+        values = loss_values(terms)
+        bad = nonfinite(values)
         # One collective per step: any rank's non-finite loss, Ctrl-C, skipped files.
-        nonfinite, stop, skipped = _all_reduce_sum([float(bool(bad)), float(self._stop), float(len(batch.skipped))], self.dist)
-        if nonfinite:
+        any_nonfinite, stop, skipped = _all_reduce_sum([float(bool(bad)), float(self._stop), float(len(batch.skipped))], self.dist)
+        if any_nonfinite:
             where = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written yet"
             what = ", ".join(bad) if bad else "on another process"
             raise TrainingError(f"non-finite loss at step {self.state.step} ({what}); stopped before updating, {where}")
@@ -329,9 +324,7 @@ class Trainer:
         """Clip and apply the gradients of ``compute_gradients`` at this global step's LR: G's
         optimizer first, then D's (the release's order), then the layout optimizer's."""
         lr = self.schedule(self.state.step)
-        self.optimizers["generator"].step(lr)
-        if "discriminator" in self.optimizers:
-            self.optimizers["discriminator"].step(lr)
+        step_optimizers([self.optimizers[k] for k in ("generator", "discriminator") if k in self.optimizers], lr)
         if self._layout_grads is not None:
             for p, g in zip(self.layout_params, self._layout_grads):
                 p.grad = g
@@ -420,7 +413,7 @@ class Trainer:
         """PNG grid, one row per example: [contour | layout argmax | output | target]."""
         n = min(max_rows, len(batch))
         sl = slice(0, n)
-        with self._autocast():
+        with autocast(self.amp):
             if self.config.stage == "layout":
                 logits, out, _ = self.side_module(batch.shots_rgb[sl], batch.shots_contour[sl], batch.target_contour[sl])
             else:
@@ -431,17 +424,13 @@ class Trainer:
         rows = []
         for i in range(n):
             layout = PALETTE[logits[i].float().argmax(0).cpu().numpy()]
-            panels = [_to_uint8(batch.target_contour[i]), layout, _to_uint8(out[i]), _to_uint8(batch.target_rgb[i])]
+            panels = [from_tensor(batch.target_contour[i]), layout, from_tensor(out[i]), from_tensor(batch.target_rgb[i])]
             rows.append(np.concatenate(panels, axis=1))
         path = self.run_dir / SAMPLES / f"step-{self.state.step:09d}.png"
         path.parent.mkdir(exist_ok=True)
         with atomic_file(path) as tmp:
             Image.fromarray(np.concatenate(rows, axis=0)).save(tmp, format="PNG")
         return path
-
-
-def _to_uint8(x: Tensor) -> np.ndarray:
-    return torch.round(127.5 + 127.5 * x.float().clamp(-1, 1)).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
 def _advance(state: TrainState, global_batch: int, skipped: int) -> TrainState:
