@@ -21,7 +21,8 @@ when ``huggingface_hub`` was imported, so they work whatever was imported first.
 
 One module per concern, imports running one way (manifest ← env ← resolve, publish):
 
-- ``manifest``: the schema of a weights entry and its files (pins, ``file_sha256``);
+- ``manifest``: the schema of a weights entry and its files (pins, ``file_sha256``); thead's
+  own manifest is read from ``thead.hub.manifest.WEIGHTS_DIR`` (patch it there in tests);
 - ``env``: the Hub's environment variables, offline rule, timeout, network failure reasons;
 - ``resolve``: spec → verified local folder (probe, download, cache, pins);
 - ``publish``: summary of a folder, model card, push.
@@ -37,7 +38,6 @@ from thead.hub.manifest import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
     REQUIRED_FILES,
-    WEIGHTS_DIR,
     WEIGHTS_NAME,
     FilePin,
     WeightsEntry,
