@@ -2,7 +2,7 @@
 
 - ``LSRFrames``: rendered by LSR from each test frame's contour, K shots from the person's
   train frames (meta-learned, or after stage-C fine-tuning); cached as PNGs under
-  ``<output_dir>/frames/<weights sha256[:12]>-<landmark detector>/<person>/K<KK>-<meta|ft>/``,
+  ``<output_dir>/frames/<weights sha256[:12]>-<landmark detector>/<person>/K<KK>-<meta|ft>/000NN.png``,
   so a rerun renders only what is missing;
 - ``OutputFrames``: read from an outputs folder made by any method (e.g. the authors'
   precomputed outputs), ``<DIR>/<person>/<run>/<NN>.png``.

@@ -15,16 +15,10 @@ the held-out frames. For every person and K:
 3. each generated frame is scored against its test frame. Means are over all frames of all
    people (the authors average pairs, not people); FID is over the whole set of a run.
 
-Generated frames are cached as PNGs under ``<output_dir>/frames/<weights sha256[:12]>-<landmark
-detector>/<person>/K<KK>-<meta|ft>/000NN.png``; a rerun only renders what is missing. That
-folder is itself in the ``--outputs`` layout below, so cached frames can be rescored as they are.
-
-``--outputs DIR`` scores frames made by any other method with the same code. Layout:
-``<DIR>/<person>/<run>/<NN>.png`` — ``<person>`` the test set's person id (``id00017``),
-``<run>`` either ``K<n>[-<method>]``/``<n>[-<method>]`` (e.g. ``K1-ft``, ``8``) or any other
-name (then K is unknown), ``<NN>`` the test frame's number (``00005.png``, ``5.png`` and
-``00005_anything.png`` all match ``test/.../00005_rgb.png``). Frames must be the test frames'
-size (224x224).
+Generated frames are cached as PNGs (``frames.LSRFrames``); a rerun only renders what is
+missing. The cache is itself in the ``--outputs`` layout, so cached frames can be rescored as
+they are. ``--outputs DIR`` scores frames made by any other method with the same code (layout:
+``frames.OutputFrames``); frames must be the test frames' size (224x224).
 """
 
 from __future__ import annotations
