@@ -199,7 +199,7 @@ def test_no_hub_at_all(env, monkeypatch):
 def _pin_manifest(tmp_path: Path, monkeypatch, entry: hub.WeightsEntry) -> None:
     (tmp_path / "pins").mkdir()
     hub.write_manifest(tmp_path / "pins" / hub.MANIFEST_NAME, [entry])
-    monkeypatch.setattr(hub, "WEIGHTS_DIR", tmp_path / "pins")
+    monkeypatch.setattr(hub.manifest, "WEIGHTS_DIR", tmp_path / "pins")
 
 
 def test_thead_pins_win_over_the_repo_manifest(fake_hub, weights_dir, env, monkeypatch):

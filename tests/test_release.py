@@ -389,9 +389,9 @@ def test_a_pinned_archive_sha256_is_enforced(env, drive, monkeypatch, tmp_path, 
         entry = hub.WeightsEntry(name="lsr-voxceleb2", repo_id=hub.DEFAULT_REPO_ID, archive_sha256=sha)
         (tmp_path / "w").mkdir(exist_ok=True)
         hub.write_manifest(tmp_path / "w" / hub.MANIFEST_NAME, [entry])
-        monkeypatch.setattr(hub, "WEIGHTS_DIR", tmp_path / "w")
+        monkeypatch.setattr(hub.manifest, "WEIGHTS_DIR", tmp_path / "w")
 
-    assert hub.read_manifest(hub.WEIGHTS_DIR / hub.MANIFEST_NAME)[0].archive_sha256 is None  # shipped: not pinned yet
+    assert hub.read_manifest(hub.manifest.WEIGHTS_DIR / hub.MANIFEST_NAME)[0].archive_sha256 is None  # shipped: not pinned yet
     pin("ab" * 32)
     with pytest.raises(DownloadError) as e:
         release.release_weights(display=quiet_display())

@@ -120,7 +120,7 @@ def test_generation_matches_the_model_and_is_cached(tmp_path, sample_dir, parity
     assert diff.max() <= 1 and (diff == 0).mean() > 0.99
 
     # A rerun renders nothing and gives the same numbers.
-    monkeypatch.setattr(protocol._LSRFrames, "_render", lambda *a, **k: pytest.fail("re-rendered a cached frame"))
+    monkeypatch.setattr(protocol.LSRFrames, "_render", lambda *a, **k: pytest.fail("re-rendered a cached frame"))
     again = evaluate(processed, parity_weights, options)
     assert again.runs == result.runs
 
@@ -146,6 +146,40 @@ def test_outputs_mode_scores_any_folder(tmp_path, fsth):
     noisy = next(r for k, r in runs.items() if k.method == "noisy")
     assert noisy.run.num_shots is None and noisy.num_frames == 4
     assert 15 < noisy.values.psnr < 30 and noisy.values.ssim < 0.9 and noisy.values.nmke < 0.2
+
+
+class _Progress:
+    def __init__(self):
+        self.total, self.done = None, 0
+
+    def start(self, description, total):
+        self.total = total
+
+    def advance(self, n=1):
+        self.done += n
+
+
+def test_outputs_with_missing_frames_are_noted_and_scored_on_what_they_have(tmp_path, fsth):
+    # id00017 has frames 0 and 1 of 3 in run K1-gt, id00061 only frame 2; "other" has none of id00061.
+    out = tmp_path / "frames"
+    for person, run, ids in (("id00017", "K1-gt", (0, 1)), ("id00061", "K1-gt", (2,)), ("id00017", "other", (0, 1, 2))):
+        test = next((fsth / "test" / person).glob("*/combined"))
+        (out / person / run).mkdir(parents=True)
+        for i in ids:
+            shutil.copy(test / f"{i:05d}_rgb.png", out / person / run / f"{i:05d}.png")
+    progress = _Progress()
+    options = _options(tmp_path, people=("id00017", "id00061"), max_frames=3, batch_size=2, metrics=("psnr",))
+    result = evaluate(fsth, None, options, outputs=out, progress=progress)
+    assert progress.total == 2 * 3 * 2 and progress.done == progress.total  # people x frames x runs
+    assert set(result.notes) >= {
+        "outputs: gt K=1 has 2 of 3 frames of id00017",
+        "outputs: gt K=1 has 1 of 3 frames of id00061",
+        "outputs: other has 0 of 3 frames of id00061",
+    }
+    runs = {r.run.method: r for r in result.runs}
+    assert runs["gt"].num_frames == 3 and {p.person: p.num_frames for p in runs["gt"].people} == {"id00017": 2, "id00061": 1}
+    assert runs["gt"].values.psnr == float("inf")  # the very test frames, wherever they are
+    assert runs["other"].num_frames == 3 and [p.person for p in runs["other"].people] == ["id00017"]
 
 
 def test_bad_outputs_fail_with_one_line(tmp_path, fsth):

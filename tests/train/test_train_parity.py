@@ -35,6 +35,7 @@ from tests.nn.tf_instance_norm import use_tf_order
 from tests.train.vgg_recipe import h5_sha256, load_spec, recipe_variables, sha256_of, write_vgg19_h5, write_vgg_face_h5
 from thead.convert.lsr import thead_name, to_torch
 from thead.model import LSR
+from thead.assets import load_vgg19, load_vgg_face
 from thead.nn.backbones.vgg import VGG19Features, VGGFace
 from thead.train import LossNetworks, layout_pretraining, meta_learning
 from thead.train import losses as L
@@ -123,10 +124,10 @@ def recipe_nets(train_dir, tmp_path_factory):
     spec = load_spec(train_dir)
     folder = tmp_path_factory.mktemp("vgg_recipe")
     info = {}
-    for name, write, cls in (("vgg19", write_vgg19_h5, VGG19Features), ("vggface", write_vgg_face_h5, VGGFace)):
+    for name, write, load in (("vgg19", write_vgg19_h5, load_vgg19), ("vggface", write_vgg_face_h5, load_vgg_face)):
         path = folder / f"{name}.h5"
         written = write(spec[name], path)
-        info[name] = (written, h5_sha256(path), cls.from_file(path))
+        info[name] = (written, h5_sha256(path), load(path))  # thead's loader of the publishers' .h5
         path.unlink()
     return spec, info
 

@@ -1,5 +1,5 @@
 """Test-only: the parity vectors' deterministic VGG19 / VGG-Face weights, written as the
-publishers' Keras ``.h5`` so that thead's real loader (``from_file``) is what reads them.
+publishers' Keras ``.h5`` so that thead's real loader (``thead.assets.load_vgg19`` / ``load_vgg_face``) is what reads them.
 
 Recipe (shared/parity/train/README.md, ``vgg_det_weights.json``): variable i of a network, in
 Keras ``model.weights`` order, is drawn with ``numpy.random.default_rng(seed_base + i)``;
