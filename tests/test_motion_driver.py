@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from thead.errors import NoFaceError, UsageError
-from thead.faces import load_image, make_detector
+from thead.faces import load_image
 from thead.faces.pose import inner_lip_gaps, mouth_opening, roll_degrees
 from thead.motion import DriverOptions, MotionTemplate, MotionTransfer, driver_targets, extract_motion, open_driver, parse_reference
 
@@ -43,11 +43,6 @@ def write_clip(src: Path, dst: Path, *, first: int = 0, count: int | None = None
             out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         out.mux(stream.encode(None))
     return dst
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return make_detector("dlib")
 
 
 @pytest.fixture(scope="module")

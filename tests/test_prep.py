@@ -12,15 +12,10 @@ from PIL import Image
 
 import thead.cli.prep  # noqa: F401  (registers the command)
 from thead.cli import main
-from thead.faces import ContourRenderer, DlibDetector, load_image
+from thead.faces import ContourRenderer, load_image
 from thead.prep import PrepOptions, prepare, sampled_indices
 
 CLIP = "id00017/OLguY5ofUrY/00039"
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return DlibDetector()
 
 
 @pytest.fixture(scope="module")
