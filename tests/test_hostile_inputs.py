@@ -174,6 +174,7 @@ def _rewrite(path, **members):
             z.writestr(n, data)
 
 
+@pytest.mark.slow
 def test_a_template_that_inflates_to_gigabytes_fails_under_a_memory_limit(tmp_path):
     path = _template(tmp_path).save(tmp_path / "t.npz")
     # A member claiming ~1 GiB of zeros: a few MB on disk.

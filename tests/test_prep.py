@@ -98,6 +98,7 @@ def test_prep_resumes(prepared, videos):
     assert not list(out.rglob("*.part"))
 
 
+@pytest.mark.slow
 def test_bad_clips_are_reported_and_the_rest_prepared(tmp_path, videos, capsys):
     src = tmp_path / "src" / "id99999" / "vid"
     src.mkdir(parents=True)
@@ -184,6 +185,7 @@ def test_non_voxceleb_framing_is_cropped_with_one_window(tmp_path, videos, detec
         assert err < 6, err  # framed as VoxCeleb2 framed the original (H.264 round trip included)
 
 
+@pytest.mark.slow
 def test_segmaps_written_when_a_parser_is_available(tmp_path, videos, monkeypatch):
     import torch
 
@@ -207,6 +209,7 @@ def test_segmaps_written_when_a_parser_is_available(tmp_path, videos, monkeypatc
         assert seg.mode == "L" and seg.size == (224, 224) and np.asarray(seg).max() <= 18
 
 
+@pytest.mark.slow
 def test_parallel_workers_give_the_same_files(tmp_path, videos):
     src = tmp_path / "src" / "id00017" / "OLguY5ofUrY"
     src.mkdir(parents=True)

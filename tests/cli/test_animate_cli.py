@@ -185,6 +185,7 @@ _MEMORY_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_peak_memory_does_not_grow_with_the_drivers_length(tmp_path, home, enrolled, parity_weights):
     def peak_kib(seconds: float) -> int:
         done = subprocess.run(

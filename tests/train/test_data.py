@@ -79,6 +79,7 @@ def test_sampler_shards_the_global_batch_and_resumes_exactly():
         ExampleSampler(5, batch_size=4, seed=3, start_position=6)
 
 
+@pytest.mark.slow
 def test_broken_files_are_skipped_counted_and_workers_match(processed, tmp_path):
     root = tmp_path / "data"
     for split in ("train", "test"):

@@ -43,6 +43,7 @@ def _l1_on_fixed_examples(model: LSR, data: Path, index_path: Path) -> float:
     return (out.image - b.target_rgb).abs().mean().item()
 
 
+@pytest.mark.slow
 def test_short_run_halves_l1(processed, index_path, tmp_path):
     """40 steps of the full stage-B objective (authors' weights and optimizer; K=2, batch 1,
     no warm-up) on id00017: L1 on held-aside examples at least halves."""
@@ -102,6 +103,7 @@ def _torchrun(args: list[str], nproc: int) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_one_process_on_the_combined_batch(processed, index_path, tmp_path):
     """torchrun, 2 processes x batch 1 vs 1 process x batch 2, one step of stage B.
 
