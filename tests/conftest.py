@@ -87,3 +87,58 @@ def parity_vectors(parity_dir):
 
     with np.load(parity_dir / "lsr_reduced_vectors.npz") as z:
         return {k: z[k] for k in z.files}
+
+
+@pytest.fixture(scope="session")
+def random_lsr_weights(tmp_path_factory) -> Path:
+    """Random-initialised reduced-width LSR weights (config.json + model.safetensors), seed 0:
+    a weights folder that is not the parity checkpoint."""
+    from thead.config import LSRConfig
+    from thead.model import LSR
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("weights") / "tiny"
+    LSR(LSRConfig.reduced()).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def detector():
+    """dlib's HOG detector + 68-point predictor (stateless between calls: shared per session)."""
+    from thead.faces.landmarks import make_detector
+
+    return make_detector("dlib")
+
+
+@pytest.fixture(scope="module")
+def encoders(parity_weights):
+    """The parity checkpoint's two encoders only (what enrolment loads)."""
+    from thead.model import ENCODE_NETWORKS, LSR
+
+    return LSR.from_pretrained(parity_weights, networks=ENCODE_NETWORKS)
+
+
+@pytest.fixture
+def hf_env(tmp_path, monkeypatch) -> Path:
+    """HF_* variables pointed into ``tmp_path`` (tests/fake_hub.py ``isolate_hf_env``)."""
+    from tests.fake_hub import isolate_hf_env
+
+    return isolate_hf_env(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def hub_weights(random_lsr_weights) -> Path:
+    """The weights folder ``fake_hub`` serves as ``FAKE_REPO``; a module overrides it to serve
+    others."""
+    return random_lsr_weights
+
+
+@pytest.fixture
+def fake_hub(hf_env, hub_weights, monkeypatch):
+    """A fake Hub on 127.0.0.1 serving ``hub_weights`` as ``FAKE_REPO``, with HF_ENDPOINT at it."""
+    from tests.fake_hub import FAKE_REPO, FakeHub, repo_files
+
+    with FakeHub() as server:
+        server.add_repo(FAKE_REPO, repo_files(hub_weights, FAKE_REPO))
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        yield server

@@ -30,6 +30,9 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 
+FAKE_REPO = "test-org/tiny-lsr"  # the repo id the ``fake_hub`` fixture (tests/conftest.py) serves
+
+
 class FakeHub:
     def __init__(self, *, delay_s: float = 0.0, lifetime_s: float = 60.0, write_token: str | None = None):
         self.delay_s = delay_s

@@ -102,6 +102,7 @@ def animator(model, store, name, **kw) -> Animator:
     return Animator(model, store.load(name), AnimateOptions(**{**FAST.__dict__, **kw}))
 
 
+@pytest.mark.slow
 def test_self_and_cross_identity_keep_count_fps_and_audio(tmp_path, model, store, clips):
     anim = animator(model, store, "p17")
     for clip in (clips["17"], clips["61"]):  # self-, then cross-identity
@@ -128,6 +129,7 @@ def test_frames_are_the_rendered_contours(model, store, clips):
         assert np.abs(f.image.astype(int) - expected).max() <= 1
 
 
+@pytest.mark.slow
 def test_paste_back_and_compare_sizes(tmp_path, model, store, clips):
     r = animator(model, store, "astro", paste_back=True, max_frames=3)(clips["61"], tmp_path / "p.mp4")
     assert r.size == (512, 512) and probe(tmp_path / "p.mp4")[:3] == (3, Fraction(25), (512, 512))
@@ -151,6 +153,7 @@ def test_paste_back_of_the_avatars_own_crop_restores_its_photo(store):
     assert out.shape == a.photo.shape == (512, 512, 3)
 
 
+@pytest.mark.slow
 def test_photo_driver_gives_an_image(tmp_path, model, store, sample_dir):
     anim = animator(model, store, "p17")
     photo = sample_dir / TEST_17 / "00003_rgb.png"
@@ -161,6 +164,7 @@ def test_photo_driver_gives_an_image(tmp_path, model, store, sample_dir):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
 
 
+@pytest.mark.slow
 def test_motion_template_round_trip(tmp_path, model, store, clips):
     template, _ = extract_motion(clips["61"], tmp_path / "m.npz", DriverOptions(landmarks="dlib", max_frames=4))
     anim = animator(model, store, "p17", max_frames=4)
@@ -173,6 +177,7 @@ def test_motion_template_round_trip(tmp_path, model, store, clips):
     assert probe(tmp_path / "t.mp4") == (4, Fraction(25), (224, 224), False) and not r.audio
 
 
+@pytest.mark.slow
 def test_relative_motion_keeps_the_avatars_face_shape(model, store, clips):
     """The astronaut's face is wider (w/h 1.02) than the id00081 driver's (0.89)."""
 
@@ -187,6 +192,7 @@ def test_relative_motion_keeps_the_avatars_face_shape(model, store, clips):
     assert all(abs(d - avatar) > 0.08 for d in driver)
 
 
+@pytest.mark.slow
 def test_frames_without_a_face_reuse_the_last_landmarks(tmp_path, model, store, sample_dir):
     clip = trim_clip(sample_dir / CLIP_17, tmp_path / "gap.mp4", 10, blank=range(3, 9))
     out = tmp_path / "gap.out.mp4"
@@ -205,6 +211,7 @@ def test_avatar_from_other_weights_is_refused(model, store):
         Animator(model, other, FAST)
 
 
+@pytest.mark.slow
 def test_finetuned_weights_are_used_automatically(tmp_path, model, store, parity_weights, clips, sample_dir):
     store2 = AvatarStore(tmp_path)
     enroll(sample_dir / TRAIN_17 / "00000_rgb.png", "ft", model=model, store=store2, detector=make_detector("dlib"))
@@ -222,6 +229,7 @@ def test_finetuned_weights_are_used_automatically(tmp_path, model, store, parity
     assert not other.finetuned and other.personal_skipped
 
 
+@pytest.mark.slow
 def test_bf16_on_cpu_is_close_to_fp32(model, store, clips):
     a = next(animator(model, store, "p17", max_frames=1).frames(clips["17"])).image.astype(float)
     b = next(animator(model, store, "p17", max_frames=1, dtype="bf16").frames(clips["17"])).image.astype(float)

@@ -12,8 +12,7 @@ from thead.avatar import AvatarStore
 from thead.enroll import EnrollOptions, enroll, shot_indices
 from thead.errors import AvatarError, NoFaceError, UsageError
 from thead.video import open_video
-from thead.faces import detect_and_crop, draw_contour, load_image, make_detector, to_tensor
-from thead.model import ENCODE_NETWORKS, LSR
+from thead.faces import detect_and_crop, draw_contour, load_image, to_tensor
 
 TRAIN_17 = "fsth_eval_subset/train/id00017/OLguY5ofUrY/combined"
 CLIP_61 = "test_videos/id00061/mMOd25Ag7XY/00239.mp4"
@@ -23,16 +22,6 @@ CLIP_17 = "test_videos/id00017/OLguY5ofUrY/00039.mp4"
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread(one_torch_thread):
     yield
-
-
-@pytest.fixture(scope="module")
-def encoders(parity_weights):
-    return LSR.from_pretrained(parity_weights, networks=ENCODE_NETWORKS)
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return make_detector("dlib")
 
 
 def test_shot_indices_are_the_authors():

@@ -18,8 +18,7 @@ from thead.avatar import AvatarStore
 from thead.cli import main
 from thead.enroll import EnrollOptions, enroll
 from thead.errors import AvatarError, ImageError, OutputError
-from thead.faces import load_image, make_detector
-from thead.model import ENCODE_NETWORKS, LSR
+from thead.faces import load_image
 from thead.motion import MotionError, MotionTemplate
 
 TRAIN = "fsth_eval_subset/train/{}/{}/combined"
@@ -33,16 +32,6 @@ def _frame(sample_dir, person="id00017", i=0):
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread(one_torch_thread):
     yield
-
-
-@pytest.fixture(scope="module")
-def encoders(parity_weights):
-    return LSR.from_pretrained(parity_weights, networks=ENCODE_NETWORKS)
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return make_detector("dlib")
 
 
 def _bomb(path):
@@ -185,6 +174,7 @@ def _rewrite(path, **members):
             z.writestr(n, data)
 
 
+@pytest.mark.slow
 def test_a_template_that_inflates_to_gigabytes_fails_under_a_memory_limit(tmp_path):
     path = _template(tmp_path).save(tmp_path / "t.npz")
     # A member claiming ~1 GiB of zeros: a few MB on disk.

@@ -12,43 +12,17 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.fake_hub import FakeHub, closed_port_url, isolate_hf_env, repo_files
+from tests.fake_hub import FAKE_REPO, FakeHub, closed_port_url, repo_files
 from thead import hub
 from thead.download import DownloadError
 from thead.errors import HubError, WeightsError
 
-REPO = "test-org/tiny-lsr"
-
-
-@pytest.fixture(scope="module")
-def weights_dir(tmp_path_factory) -> Path:
-    """Random-initialised reduced-width LSR weights (config.json + model.safetensors)."""
-    from thead.config import LSRConfig
-    from thead.model import LSR
-
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("weights") / "tiny"
-    LSR(LSRConfig.reduced()).save_pretrained(out)
-    return out
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    return isolate_hf_env(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def fake_hub(env, weights_dir, monkeypatch):
-    with FakeHub() as server:
-        server.add_repo(REPO, repo_files(weights_dir, REPO))
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
-        yield server
+REPO = FAKE_REPO
 
 
 def one_line(e: pytest.ExceptionInfo) -> str:
@@ -60,37 +34,37 @@ def one_line(e: pytest.ExceptionInfo) -> str:
 # ------------------------------------------------------------------------------ download
 
 
-def test_download_verify_and_load(fake_hub, weights_dir, env):
+def test_download_verify_and_load(fake_hub, random_lsr_weights, hf_env):
     from thead.model import LSR
 
     folder = hub.resolve_weights(REPO)
-    assert folder.is_relative_to(env / "hf-cache")  # the standard cache layout, our cache
+    assert folder.is_relative_to(hf_env / "hf-cache")  # the standard cache layout, our cache
     assert "models--test-org--tiny-lsr" in str(folder) and folder.parent.name == "snapshots"
     for name in hub.REQUIRED_FILES:
-        assert (folder / name).read_bytes() == (weights_dir / name).read_bytes()
+        assert (folder / name).read_bytes() == (random_lsr_weights / name).read_bytes()
     loaded = LSR.from_pretrained(folder)
-    original = LSR.from_pretrained(weights_dir)
+    original = LSR.from_pretrained(random_lsr_weights)
     for (k, a), (_, b) in zip(loaded.state_dict().items(), original.state_dict().items()):
         assert torch.equal(a, b), k
     # The model's own loader goes through the Hub path for a repo id.
-    assert LSR.from_pretrained(REPO).weights_sha256 == hub.file_sha256(weights_dir / hub.WEIGHTS_NAME)
+    assert LSR.from_pretrained(REPO).weights_sha256 == hub.file_sha256(random_lsr_weights / hub.WEIGHTS_NAME)
     # One probe, then HEAD+GET per file; nothing retried.
     paths = [p for _, p in fake_hub.model_requests()]
     assert paths[0] == f"/api/models/{REPO}/revision/main"
     assert sum(p.endswith("/model.safetensors") for p in paths) >= 2
 
 
-def test_repo_id_from_env_and_default(fake_hub, monkeypatch, weights_dir):
+def test_repo_id_from_env_and_default(fake_hub, monkeypatch, random_lsr_weights):
     monkeypatch.setenv(hub.WEIGHTS_ENV, REPO)
-    assert (hub.resolve_weights(None) / hub.WEIGHTS_NAME).read_bytes() == (weights_dir / hub.WEIGHTS_NAME).read_bytes()
+    assert (hub.resolve_weights(None) / hub.WEIGHTS_NAME).read_bytes() == (random_lsr_weights / hub.WEIGHTS_NAME).read_bytes()
     monkeypatch.delenv(hub.WEIGHTS_ENV)
     # The fake Hub does not have the default repo: thead moves on to the authors' release,
     # here at a closed port.
     with pytest.raises(DownloadError, match="cannot download the authors' LSR checkpoint") as e:
         hub.resolve_weights(None)
     assert "thead weights convert" in one_line(e)
-    fake_hub.add_repo(hub.DEFAULT_REPO_ID, repo_files(weights_dir, hub.DEFAULT_REPO_ID))
-    assert (hub.resolve_weights(None) / hub.WEIGHTS_NAME).read_bytes() == (weights_dir / hub.WEIGHTS_NAME).read_bytes()
+    fake_hub.add_repo(hub.DEFAULT_REPO_ID, repo_files(random_lsr_weights, hub.DEFAULT_REPO_ID))
+    assert (hub.resolve_weights(None) / hub.WEIGHTS_NAME).read_bytes() == (random_lsr_weights / hub.WEIGHTS_NAME).read_bytes()
 
 
 def test_cache_hit_offline_and_when_the_hub_is_gone(fake_hub, monkeypatch):
@@ -103,7 +77,7 @@ def test_cache_hit_offline_and_when_the_hub_is_gone(fake_hub, monkeypatch):
     assert hub.resolve_weights(REPO) == folder  # unreachable: falls back to the cache
 
 
-def test_offline_without_cache(env, monkeypatch):
+def test_offline_without_cache(hf_env, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_ENDPOINT", closed_port_url())
     with pytest.raises(HubError) as e:
@@ -125,8 +99,8 @@ def test_not_found(fake_hub, spec, message):
     assert "--weights PATH" in one_line(e)
 
 
-def test_repo_without_weights_file(fake_hub, weights_dir):
-    files = repo_files(weights_dir, "test-org/no-weights")
+def test_repo_without_weights_file(fake_hub, random_lsr_weights):
+    files = repo_files(random_lsr_weights, "test-org/no-weights")
     del files[hub.WEIGHTS_NAME]
     fake_hub.add_repo("test-org/no-weights", files)
     with pytest.raises(HubError, match="has no model.safetensors") as e:
@@ -134,14 +108,14 @@ def test_repo_without_weights_file(fake_hub, weights_dir):
     one_line(e)
 
 
-def test_repo_without_manifest_is_refused(fake_hub, weights_dir):
-    fake_hub.add_repo("test-org/unverified", repo_files(weights_dir, REPO, manifest=False))
+def test_repo_without_manifest_is_refused(fake_hub, random_lsr_weights):
+    fake_hub.add_repo("test-org/unverified", repo_files(random_lsr_weights, REPO, manifest=False))
     with pytest.raises(HubError, match="no manifest.json, so its files cannot be verified"):
         hub.resolve_weights("test-org/unverified")
 
 
-def test_corrupted_file_is_deleted_and_refused(fake_hub, weights_dir):
-    good = (weights_dir / hub.WEIGHTS_NAME).read_bytes()
+def test_corrupted_file_is_deleted_and_refused(fake_hub, random_lsr_weights):
+    good = (random_lsr_weights / hub.WEIGHTS_NAME).read_bytes()
     bad = bytearray(good)
     bad[len(bad) // 2] ^= 0xFF  # one flipped byte, same size
     fake_hub.served_instead[(REPO, hub.WEIGHTS_NAME)] = bytes(bad)
@@ -157,25 +131,25 @@ def test_corrupted_file_is_deleted_and_refused(fake_hub, weights_dir):
     assert (folder / hub.WEIGHTS_NAME).read_bytes() == good
 
 
-def test_slow_server_fails_fast_without_retries(env, weights_dir, monkeypatch):
-    delay = 4.0
-    with FakeHub(delay_s=delay) as slow:
-        slow.add_repo(REPO, repo_files(weights_dir, REPO))
+def test_slow_server_fails_fast_without_retries(hf_env, random_lsr_weights, monkeypatch):
+    with FakeHub(delay_s=4.0) as slow:
+        slow.add_repo(REPO, repo_files(random_lsr_weights, REPO))
         monkeypatch.setenv("HF_ENDPOINT", slow.url)
-        start = time.monotonic()
-        with pytest.raises(HubError, match="no answer within the timeout") as e:
+        with pytest.raises(HubError, match="no answer within the timeout") as e:  # httpx's timeout, nothing else
             hub.resolve_weights(REPO, timeout_s=1.0)
-        elapsed = time.monotonic() - start
-        text = one_line(e)
-        assert "--weights PATH" in text
-        # It gave up before the server answered, after one request: no retry loop.
-        assert elapsed < delay
-        assert len(slow.model_requests()) == 1
+        assert "--weights PATH" in one_line(e)
+        # It gave up on the first request (the probe), retried nothing and cached nothing.
+        assert [p for _, p in slow.model_requests()] == [f"/api/models/{REPO}/revision/main"]
+        assert not list(Path(os.environ["HF_HUB_CACHE"]).rglob("*.safetensors"))
+        # The same server within the timeout: the failure above was the timeout, not the server.
+        slow.delay_s = 0.2
+        folder = hub.resolve_weights(REPO, timeout_s=30.0)
+        assert (folder / hub.WEIGHTS_NAME).read_bytes() == (random_lsr_weights / hub.WEIGHTS_NAME).read_bytes()
 
 
-def test_timeout_from_env(env, weights_dir, monkeypatch):
+def test_timeout_from_env(hf_env, random_lsr_weights, monkeypatch):
     with FakeHub(delay_s=3.0) as slow:
-        slow.add_repo(REPO, repo_files(weights_dir, REPO))
+        slow.add_repo(REPO, repo_files(random_lsr_weights, REPO))
         monkeypatch.setenv("HF_ENDPOINT", slow.url)
         monkeypatch.setenv(hub.TIMEOUT_ENV, "0.5")
         with pytest.raises(HubError, match="no answer"):
@@ -185,7 +159,7 @@ def test_timeout_from_env(env, weights_dir, monkeypatch):
             hub.resolve_weights(REPO)
 
 
-def test_no_hub_at_all(env, monkeypatch):
+def test_no_hub_at_all(hf_env, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", closed_port_url())
     with pytest.raises(HubError, match="cannot reach the Hub") as e:
         hub.resolve_weights(REPO)
@@ -202,24 +176,24 @@ def _pin_manifest(tmp_path: Path, monkeypatch, entry: hub.WeightsEntry) -> None:
     monkeypatch.setattr(hub.manifest, "WEIGHTS_DIR", tmp_path / "pins")
 
 
-def test_thead_pins_win_over_the_repo_manifest(fake_hub, weights_dir, env, monkeypatch):
-    entry = hub.make_entry(weights_dir, REPO)
+def test_thead_pins_win_over_the_repo_manifest(fake_hub, random_lsr_weights, hf_env, monkeypatch):
+    entry = hub.make_entry(random_lsr_weights, REPO)
     wrong = tuple(hub.FilePin(p.name, "0" * 64, p.size) for p in entry.files)
-    _pin_manifest(env, monkeypatch, hub.WeightsEntry(name="tiny", repo_id=REPO, files=wrong))
+    _pin_manifest(hf_env, monkeypatch, hub.WeightsEntry(name="tiny", repo_id=REPO, files=wrong))
     with pytest.raises(HubError, match="pinned in thead's weights/manifest.json"):
         hub.resolve_weights(REPO)
 
 
-def test_thead_pins_verify_a_repo_without_manifest(fake_hub, weights_dir, env, monkeypatch):
-    fake_hub.add_repo(REPO, repo_files(weights_dir, REPO, manifest=False))
-    _pin_manifest(env, monkeypatch, hub.make_entry(weights_dir, REPO))
+def test_thead_pins_verify_a_repo_without_manifest(fake_hub, random_lsr_weights, hf_env, monkeypatch):
+    fake_hub.add_repo(REPO, repo_files(random_lsr_weights, REPO, manifest=False))
+    _pin_manifest(hf_env, monkeypatch, hub.make_entry(random_lsr_weights, REPO))
     folder = hub.resolve_weights(REPO)
     assert not (folder / hub.MANIFEST_NAME).exists()
 
 
-def test_unpinned_entry_falls_back_to_repo_manifest(fake_hub, weights_dir, env, monkeypatch):
+def test_unpinned_entry_falls_back_to_repo_manifest(fake_hub, random_lsr_weights, hf_env, monkeypatch):
     unpinned = tuple(hub.FilePin(n) for n in hub.REQUIRED_FILES)
-    _pin_manifest(env, monkeypatch, hub.WeightsEntry(name="tiny", repo_id=REPO, files=unpinned))
+    _pin_manifest(hf_env, monkeypatch, hub.WeightsEntry(name="tiny", repo_id=REPO, files=unpinned))
     assert not hub.known_entry(REPO).pinned
     assert (hub.resolve_weights(REPO) / hub.MANIFEST_NAME).is_file()
 
@@ -238,18 +212,18 @@ def test_shipped_manifest_names_the_default_repo():
 # ------------------------------------------------------------------------- local folders
 
 
-def test_local_folder_is_used_as_is(weights_dir, env, monkeypatch):
-    assert hub.resolve_weights(weights_dir) == weights_dir
-    assert hub.resolve_weights(str(weights_dir)) == weights_dir
-    monkeypatch.setenv(hub.WEIGHTS_ENV, str(weights_dir))
-    assert hub.resolve_weights(None) == weights_dir
+def test_local_folder_is_used_as_is(random_lsr_weights, hf_env, monkeypatch):
+    assert hub.resolve_weights(random_lsr_weights) == random_lsr_weights
+    assert hub.resolve_weights(str(random_lsr_weights)) == random_lsr_weights
+    monkeypatch.setenv(hub.WEIGHTS_ENV, str(random_lsr_weights))
+    assert hub.resolve_weights(None) == random_lsr_weights
 
 
-def test_bad_local_specs(weights_dir, tmp_path):
+def test_bad_local_specs(random_lsr_weights, tmp_path):
     with pytest.raises(WeightsError, match="has no config.json or model.safetensors"):
         hub.resolve_weights(tmp_path)  # a folder without weights
     with pytest.raises(WeightsError, match="is a file"):
-        hub.resolve_weights(weights_dir / hub.WEIGHTS_NAME)
+        hub.resolve_weights(random_lsr_weights / hub.WEIGHTS_NAME)
     with pytest.raises(WeightsError, match="does not exist"):
         hub.resolve_weights(tmp_path / "nope" / "deeper" / "still")
     with pytest.raises(WeightsError, match="does not exist"):
@@ -261,9 +235,9 @@ def test_bad_local_specs(weights_dir, tmp_path):
 # ---------------------------------------------------------------------- manifests, cards
 
 
-def test_manifest_round_trip_and_validation(weights_dir, tmp_path):
-    entry = hub.make_entry(weights_dir, REPO, provenance="made in a test")
-    assert entry.pinned and entry.pin(hub.WEIGHTS_NAME).size == (weights_dir / hub.WEIGHTS_NAME).stat().st_size
+def test_manifest_round_trip_and_validation(random_lsr_weights, tmp_path):
+    entry = hub.make_entry(random_lsr_weights, REPO, provenance="made in a test")
+    assert entry.pinned and entry.pin(hub.WEIGHTS_NAME).size == (random_lsr_weights / hub.WEIGHTS_NAME).stat().st_size
     path = hub.write_manifest(tmp_path / "m.json", [entry])
     assert hub.read_manifest(path) == [entry]
     data = json.loads(path.read_text())
@@ -277,29 +251,29 @@ def test_manifest_round_trip_and_validation(weights_dir, tmp_path):
         hub.read_manifest(path)
 
 
-def test_summary_and_model_card(weights_dir):
+def test_summary_and_model_card(random_lsr_weights):
     from thead.model import LSR, NETWORKS, count_parameters
 
-    summary = hub.summarize_weights(weights_dir)
-    model = LSR.from_pretrained(weights_dir)
+    summary = hub.summarize_weights(random_lsr_weights)
+    model = LSR.from_pretrained(random_lsr_weights)
     assert {n for n, _, _ in summary.networks} == set(NETWORKS)
     for name, tensors, params in summary.networks:
         module = getattr(model, name)
         assert params == count_parameters(module)
         assert tensors == len(module.state_dict())
-    card = hub.render_model_card(hub.make_entry(weights_dir, REPO), summary)
+    card = hub.render_model_card(hub.make_entry(random_lsr_weights, REPO), summary)
     assert card.startswith("---\nlicense: apache-2.0\n")
-    assert hub.file_sha256(weights_dir / hub.WEIGHTS_NAME) in card
+    assert hub.file_sha256(random_lsr_weights / hub.WEIGHTS_NAME) in card
     assert f"{summary.total_parameters:,}" in card and REPO in card
     assert "$" not in card.replace("$ ", "")  # every template field was filled
 
 
-def test_push_then_download_verified(fake_hub, weights_dir):
-    result = hub.push_weights(weights_dir, "test-org/pushed", token="hf_test_token", provenance="a test push")
+def test_push_then_download_verified(fake_hub, random_lsr_weights):
+    result = hub.push_weights(random_lsr_weights, "test-org/pushed", token="hf_test_token", provenance="a test push")
     assert result.commit_url.startswith(fake_hub.url)
     (commit,) = fake_hub.commits
     assert set(commit["files"]) == {"config.json", "model.safetensors", "manifest.json", "README.md"}
-    assert commit["files"]["model.safetensors"] == (weights_dir / hub.WEIGHTS_NAME).read_bytes()
+    assert commit["files"]["model.safetensors"] == (random_lsr_weights / hub.WEIGHTS_NAME).read_bytes()
     pushed = json.loads(commit["files"]["manifest.json"])
     assert pushed["weights"][0]["provenance"] == "a test push"
     assert b"a test push" in commit["files"]["README.md"]
@@ -316,12 +290,12 @@ def test_push_refuses_bad_input(fake_hub, tmp_path):
     assert fake_hub.commits == []
 
 
-def test_push_with_a_bad_token(env, weights_dir, monkeypatch):
+def test_push_with_a_bad_token(hf_env, random_lsr_weights, monkeypatch):
     with FakeHub(write_token="hf_right") as server:
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         with pytest.raises(HubError, match="not allowed to push to test-org/pushed") as e:
-            hub.push_weights(weights_dir, "test-org/pushed", token="hf_wrong")
+            hub.push_weights(random_lsr_weights, "test-org/pushed", token="hf_wrong")
         one_line(e)
         assert server.commits == []
-        hub.push_weights(weights_dir, "test-org/pushed", token="hf_right")
+        hub.push_weights(random_lsr_weights, "test-org/pushed", token="hf_right")
         assert len(server.commits) == 1

@@ -30,6 +30,7 @@ def inputs(seed: int = 1, n: int = 2, k: int = 3):
 
 
 @torch.no_grad()
+@pytest.mark.slow
 def test_save_load_is_bit_exact(model, tmp_path):
     model.save_pretrained(tmp_path / "w")
     loaded = LSR.from_pretrained(tmp_path / "w")
@@ -44,6 +45,7 @@ def test_save_load_is_bit_exact(model, tmp_path):
 
 
 @torch.no_grad()
+@pytest.mark.slow
 def test_outputs_are_deterministic_and_shaped(model):
     rgb, contour, target = inputs()
     lat = model.encode(rgb, contour)
@@ -68,6 +70,7 @@ def test_latents_are_the_mean_over_shots(model):
 
 
 @torch.no_grad()
+@pytest.mark.slow
 def test_batched_render_equals_frame_by_frame(model):
     rgb, contour, target = inputs(n=3)
     state = model.prepare(model.encode(rgb, contour))
@@ -77,6 +80,7 @@ def test_batched_render_equals_frame_by_frame(model):
 
 
 @torch.no_grad()
+@pytest.mark.slow
 def test_inference_preparation_keeps_outputs(model, tmp_path):
     rgb, contour, target = inputs()
     ref = model.render(target, model.prepare(model.encode(rgb, contour))).image
@@ -88,6 +92,7 @@ def test_inference_preparation_keeps_outputs(model, tmp_path):
         fast.save_pretrained(tmp_path / "again")
 
 
+@pytest.mark.slow
 def test_training_mode_gradients_flow_to_every_network(model):
     m = LSR(LSRConfig.reduced())
     rgb, contour, target = inputs(n=1, k=2)

@@ -10,7 +10,6 @@ import pytest
 
 from thead.demo import synthetic_motion
 from thead.errors import NoFaceError, UsageError, VideoError
-from thead.faces import make_detector
 from thead.motion import (
     DriverOptions,
     MotionError,
@@ -22,11 +21,6 @@ from thead.motion import (
 )
 
 CLIP_17 = "test_videos/id00017/OLguY5ofUrY/00039.mp4"
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return make_detector("dlib")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from thead.errors import NoFaceError, UsageError
-from thead.faces import load_image, make_detector
+from thead.faces import load_image
 from thead.faces.pose import inner_lip_gaps, mouth_opening, roll_degrees
 from thead.motion import DriverOptions, MotionTemplate, MotionTransfer, driver_targets, extract_motion, open_driver, parse_reference
 
@@ -46,11 +46,6 @@ def write_clip(src: Path, dst: Path, *, first: int = 0, count: int | None = None
 
 
 @pytest.fixture(scope="module")
-def detector():
-    return make_detector("dlib")
-
-
-@pytest.fixture(scope="module")
 def mid_word(sample_dir, tmp_path_factory):
     """CLIP_61 cut to open at its widest mouth opening."""
     return write_clip(sample_dir / CLIP_61, tmp_path_factory.mktemp("mid") / "mid.mp4", first=WIDEST_61)
@@ -77,6 +72,7 @@ def driver_targets_with(driver, avatar, lips_apart):
         yield frame, transfer(frame.landmarks)
 
 
+@pytest.mark.slow
 def test_auto_reference_keeps_lips_apart_on_a_mid_word_clip(mid_word, avatars, detector):
     notes = []
     first = open_driver(mid_word, DriverOptions(reference="first"), detector=detector, on_note=notes.append)
@@ -96,6 +92,7 @@ def test_auto_reference_keeps_lips_apart_on_a_mid_word_clip(mid_word, avatars, d
     np.testing.assert_allclose(transfer(ref), avatars[0], atol=1e-3)
 
 
+@pytest.mark.slow
 def test_reference_by_number_and_templates(mid_word, detector, tmp_path):
     numbered = open_driver(mid_word, DriverOptions(reference=5), detector=detector)
     numbered.reference_landmarks()
@@ -113,6 +110,7 @@ def test_reference_by_number_and_templates(mid_word, detector, tmp_path):
             parse_reference(bad)
 
 
+@pytest.mark.slow
 def test_sideways_clip_is_tracked_in_every_frame(sample_dir, tmp_path, detector):
     upright = open_driver(write_clip(sample_dir / CLIP_17, tmp_path / "up.mp4", count=40), DriverOptions(), detector=detector)
     up = np.stack([f.landmarks for f in upright])
@@ -157,6 +155,7 @@ def test_start_and_duration_pick_a_part(sample_dir, detector):
             DriverOptions(**bad)
 
 
+@pytest.mark.slow
 def test_template_onto_an_avatar_is_what_animate_draws(mid_word, avatars, detector, tmp_path):
     avatar = avatars[0]
     template, _ = extract_motion(mid_word, tmp_path / "onto.npz", DriverOptions(), detector=detector, onto=("p17", avatar))
@@ -169,6 +168,7 @@ def test_template_onto_an_avatar_is_what_animate_draws(mid_word, avatars, detect
     np.testing.assert_array_equal(np.stack(fed), template.landmarks)  # fed as they are
 
 
+@pytest.mark.slow
 def test_start_and_duration_cut_templates(mid_word, detector, tmp_path):
     template, _ = extract_motion(mid_word, tmp_path / "m.npz", DriverOptions(), detector=detector)
     part = open_driver(tmp_path / "m.npz", DriverOptions(start_s=0.4, duration_s=0.2))

@@ -12,15 +12,10 @@ from PIL import Image
 
 import thead.cli.prep  # noqa: F401  (registers the command)
 from thead.cli import main
-from thead.faces import ContourRenderer, DlibDetector, load_image
+from thead.faces import ContourRenderer, load_image
 from thead.prep import PrepOptions, prepare, sampled_indices
 
 CLIP = "id00017/OLguY5ofUrY/00039"
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return DlibDetector()
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +98,7 @@ def test_prep_resumes(prepared, videos):
     assert not list(out.rglob("*.part"))
 
 
+@pytest.mark.slow
 def test_bad_clips_are_reported_and_the_rest_prepared(tmp_path, videos, capsys):
     src = tmp_path / "src" / "id99999" / "vid"
     src.mkdir(parents=True)
@@ -189,6 +185,7 @@ def test_non_voxceleb_framing_is_cropped_with_one_window(tmp_path, videos, detec
         assert err < 6, err  # framed as VoxCeleb2 framed the original (H.264 round trip included)
 
 
+@pytest.mark.slow
 def test_segmaps_written_when_a_parser_is_available(tmp_path, videos, monkeypatch):
     import torch
 
@@ -212,6 +209,7 @@ def test_segmaps_written_when_a_parser_is_available(tmp_path, videos, monkeypatc
         assert seg.mode == "L" and seg.size == (224, 224) and np.asarray(seg).max() <= 18
 
 
+@pytest.mark.slow
 def test_parallel_workers_give_the_same_files(tmp_path, videos):
     src = tmp_path / "src" / "id00017" / "OLguY5ofUrY"
     src.mkdir(parents=True)

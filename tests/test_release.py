@@ -112,6 +112,7 @@ def _one_line(e: BaseException) -> str:
 # ---------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow
 def test_demo_from_nothing_then_offline(env, drive, tmp_path, release_archive, parity_weights):
     """The README's first command with a clean cache: download (Drive's confirm page), convert,
     render; the second run works offline from the cache."""
@@ -350,6 +351,7 @@ def eval_archive(sample_dir) -> bytes:
     return _tar(files)
 
 
+@pytest.mark.slow
 def test_eval_voxceleb_fetches_the_subset_and_scores_the_authors_outputs(env, drive, monkeypatch, eval_archive, tmp_path, capsys):
     from thead.cli import main
 

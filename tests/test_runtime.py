@@ -29,6 +29,7 @@ def _faults(mode: str) -> list[int]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt only")
+@pytest.mark.slow
 def test_training_allocator_stops_page_faulting_after_warm_up():
     # Blocks above glibc's 32 MiB mmap cap go back to the kernel when freed and are faulted in
     # anew every step (~81,500 pages here); in training mode the heap settles within a few steps.

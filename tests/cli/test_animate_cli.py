@@ -27,23 +27,6 @@ def _one_thread(one_torch_thread):
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    """THEAD_HOME for this module, with avatar 'p17' enrolled through the CLI."""
-    path = tmp_path_factory.mktemp("home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("THEAD_HOME", str(path))
-        yield path
-
-
-@pytest.fixture(scope="module")
-def enrolled(home, parity_weights, sample_dir):
-    code = main(["enroll", str(sample_dir / TRAIN_17), "--name", "p17", "--shots", "2", "--weights", str(parity_weights),
-                 "--landmarks", "dlib", "--quiet"])
-    assert code == 0
-    return "p17"
-
-
-@pytest.fixture(scope="module")
 def clip(sample_dir, tmp_path_factory):
     """12 real frames of id00061 with their audio."""
     return trim_clip(sample_dir / CLIP_61, tmp_path_factory.mktemp("clip") / "c61.mp4", 12)
@@ -202,6 +185,7 @@ _MEMORY_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_peak_memory_does_not_grow_with_the_drivers_length(tmp_path, home, enrolled, parity_weights):
     def peak_kib(seconds: float) -> int:
         done = subprocess.run(

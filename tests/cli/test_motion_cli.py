@@ -19,22 +19,6 @@ def _one_thread(one_torch_thread):
     yield
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    path = tmp_path_factory.mktemp("home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("THEAD_HOME", str(path))
-        yield path
-
-
-@pytest.fixture(scope="module")
-def enrolled(home, parity_weights, sample_dir):
-    code = main(["enroll", str(sample_dir / TRAIN_17), "--name", "p17", "--shots", "2", "--weights", str(parity_weights),
-                 "--landmarks", "dlib", "--quiet"])
-    assert code == 0
-    return "p17"
-
-
 def _animate(driver, out, weights, *extra):
     return main(["animate", "p17", "--driver", str(driver), "-o", str(out), "--weights", str(weights), "--landmarks", "dlib",
                  "--quiet", *extra])

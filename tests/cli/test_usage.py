@@ -147,6 +147,7 @@ _SLOW_COMMAND = textwrap.dedent("""
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 130)])
+@pytest.mark.slow
 def test_sigterm_and_sighup_clean_up_like_ctrl_c(tmp_path, signum, code):
     out = tmp_path / "out.mp4"
     p = subprocess.Popen([sys.executable, "-c", _SLOW_COMMAND, str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

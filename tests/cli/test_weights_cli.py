@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_hub import FakeHub, closed_port_url, isolate_hf_env, repo_files
+from tests.fake_hub import FAKE_REPO, closed_port_url
 from thead import hub
 
 try:
@@ -20,28 +20,13 @@ except ImportError as e:  # another command module of the CLI package failed to 
     pytest.skip(f"thead.cli does not import ({e})", allow_module_level=True)
 
 ROOT = Path(__file__).resolve().parents[2]
-REPO = "test-org/tiny-lsr"
-
-
-@pytest.fixture(scope="module")
-def converted(parity_dir, tmp_path_factory) -> Path:
-    """`thead weights convert` on the authors' reduced checkpoint (checked in the first test)."""
-    out = tmp_path_factory.mktemp("convert") / "lsr-reduced"
-    assert main(["weights", "convert", str(parity_dir / "ckpt_reduced"), "-o", str(out)]) == 0
-    return out
+REPO = FAKE_REPO
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    return isolate_hf_env(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def fake_hub(env, converted, monkeypatch):
-    with FakeHub() as server:
-        server.add_repo(REPO, repo_files(converted, REPO))
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
-        yield server
+def hub_weights(parity_weights) -> Path:
+    """``fake_hub`` (tests/conftest.py) serves the converted parity checkpoint here."""
+    return parity_weights
 
 
 def test_convert_prints_the_table_and_hashes(parity_dir, tmp_path, capsys):
@@ -56,10 +41,10 @@ def test_convert_prints_the_table_and_hashes(parity_dir, tmp_path, capsys):
     assert f"{summary.total_parameters:,}" in text
 
 
-def test_convert_bad_input_is_one_line(parity_dir, converted, tmp_path, capsys):
+def test_convert_bad_input_is_one_line(parity_dir, parity_weights, tmp_path, capsys):
     for args, message in (
         ([str(tmp_path / "missing"), "-o", str(tmp_path / "a")], "does not exist"),
-        ([str(parity_dir / "ckpt_reduced"), "-o", str(converted)], "already exists"),
+        ([str(parity_dir / "ckpt_reduced"), "-o", str(parity_weights)], "already exists"),
     ):
         assert main(["weights", "convert", *args]) == 1
         err = capsys.readouterr().err.strip()
@@ -67,21 +52,21 @@ def test_convert_bad_input_is_one_line(parity_dir, converted, tmp_path, capsys):
     assert not (tmp_path / "a").exists()
 
 
-def test_info_on_a_local_folder(converted, capsys):
-    assert main(["weights", "info", "--weights", str(converted)]) == 0
+def test_info_on_a_local_folder(parity_weights, capsys):
+    assert main(["weights", "info", "--weights", str(parity_weights)]) == 0
     text = capsys.readouterr().out
-    summary = hub.summarize_weights(converted)
+    summary = hub.summarize_weights(parity_weights)
     for name, tensors, params in summary.networks:
         assert name in text and f"{params:,}" in text
-    assert hub.file_sha256(converted / "model.safetensors") in text  # whole, on one line
+    assert hub.file_sha256(parity_weights / "model.safetensors") in text  # whole, on one line
     assert "provenance: unknown" in text
     assert "nf_max=48" in text  # the reduced config
 
 
-def test_info_reads_the_weights_env(converted, env, monkeypatch, capsys):
-    monkeypatch.setenv(hub.WEIGHTS_ENV, str(converted))
+def test_info_reads_the_weights_env(parity_weights, hf_env, monkeypatch, capsys):
+    monkeypatch.setenv(hub.WEIGHTS_ENV, str(parity_weights))
     assert main(["weights", "info"]) == 0
-    assert str(converted) in capsys.readouterr().out
+    assert str(parity_weights) in capsys.readouterr().out
 
 
 def test_download_then_info_from_the_hub(fake_hub, capsys):
@@ -99,7 +84,7 @@ def test_download_revision_not_found(fake_hub, capsys):
     assert "no such revision" in err and len(err.splitlines()) == 1
 
 
-def test_download_without_a_hub(env, monkeypatch, capsys):
+def test_download_without_a_hub(hf_env, monkeypatch, capsys):
     monkeypatch.setenv("HF_ENDPOINT", closed_port_url())
     assert main(["weights", "download"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -110,28 +95,28 @@ def test_download_without_a_hub(env, monkeypatch, capsys):
     assert "authors' LSR checkpoint" in errors[0] and "--weights DIR" in errors[0] and "thead weights convert" in errors[0]
 
 
-def test_push(fake_hub, converted, monkeypatch, capsys):
+def test_push(fake_hub, parity_weights, monkeypatch, capsys):
     monkeypatch.setenv("HF_TOKEN", "hf_test_token")
-    assert main(["weights", "push", str(converted), "--repo-id", "test-org/pushed"]) == 0
+    assert main(["weights", "push", str(parity_weights), "--repo-id", "test-org/pushed"]) == 0
     captured = capsys.readouterr()
     assert captured.out.strip().startswith(fake_hub.url)
-    assert hub.file_sha256(converted / "model.safetensors") in captured.err
+    assert hub.file_sha256(parity_weights / "model.safetensors") in captured.err
     (commit,) = fake_hub.commits
     assert sorted(commit["files"]) == ["README.md", "config.json", "manifest.json", "model.safetensors"]
-    assert main(["weights", "push", str(converted.parent / "missing"), "--repo-id", "test-org/x"]) == 1
+    assert main(["weights", "push", str(parity_weights.parent / "missing"), "--repo-id", "test-org/x"]) == 1
     assert "has no config.json" in capsys.readouterr().err
 
 
-def test_fresh_interpreter_with_env_set_before_import(fake_hub, env):
+def test_fresh_interpreter_with_env_set_before_import(fake_hub, hf_env):
     """As a user runs it: HF_ENDPOINT etc. are set before huggingface_hub is imported."""
     code = "import sys; from thead.cli import main; sys.exit(main(sys.argv[1:]))"
-    environment = {**os.environ, "HF_ENDPOINT": fake_hub.url, "HF_HUB_CACHE": str(env / "sub-cache")}
+    environment = {**os.environ, "HF_ENDPOINT": fake_hub.url, "HF_HUB_CACHE": str(hf_env / "sub-cache")}
     run = subprocess.run(
         [sys.executable, "-c", code, "weights", "download", "--repo-id", REPO],
         capture_output=True, text=True, timeout=120, cwd=ROOT, env=environment,
     )
     assert run.returncode == 0, run.stderr
     folder = Path(run.stdout.strip())
-    assert folder.is_relative_to(env / "sub-cache")
+    assert folder.is_relative_to(hf_env / "sub-cache")
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["weights"][0]["repo_id"] == REPO

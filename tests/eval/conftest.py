@@ -1,4 +1,4 @@
-"""Fixtures of the eval tests: real sample frames and a shared dlib landmark detector."""
+"""Fixtures of the eval tests: real sample frames (the dlib detector is tests/conftest.py's)."""
 
 from __future__ import annotations
 
@@ -24,13 +24,6 @@ def frame(fsth) -> np.ndarray:
     from thead.faces.images import load_image
 
     return load_image(next((fsth / "test" / "id00017").glob("*/combined/00000_rgb.png")))
-
-
-@pytest.fixture(scope="session")
-def dlib_detector():
-    from thead.faces.landmarks import make_detector
-
-    return make_detector("dlib")
 
 
 def frame_path(fsth: Path, split: str, person: str, index: int) -> Path:

@@ -13,6 +13,7 @@ except ImportError as e:  # another command module of the CLI package failed to 
     pytest.skip(f"thead.cli does not import ({e})", allow_module_level=True)
 
 
+@pytest.mark.slow
 def test_end_to_end_offline(tmp_path, fsth, parity_weights, capsys):
     out = tmp_path / "report"
     code = main(["eval", "--testset", str(fsth), "--weights", str(parity_weights), "--shots", "1,2",

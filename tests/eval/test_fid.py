@@ -3,6 +3,8 @@ plumbing (random weights) and its published layout."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -54,16 +56,86 @@ def test_resize_is_pil_bicubic(frame):
     assert np.array_equal(out, np.asarray(Image.fromarray(frame).resize((299, 299), Image.BICUBIC)))
 
 
-def test_inception_layout_and_plumbing(frame):
+# pytorch-fid's pt_inception-2015-12-05-6726825d.pth, written out from the published structure
+# (pytorch-fid's fid_inception_v3: torchvision's Inception3 with aux_logits=False and 1008
+# classes, its Mixed blocks swapped for FID subclasses that add no parameters). Each entry is a
+# BasicConv2d (bias-free conv + BatchNorm): (name, in, out, kernel height, kernel width).
+def _inception_a(cin: int, pool: int) -> list:
+    return [("branch1x1", cin, 64, 1, 1), ("branch5x5_1", cin, 48, 1, 1), ("branch5x5_2", 48, 64, 5, 5),
+            ("branch3x3dbl_1", cin, 64, 1, 1), ("branch3x3dbl_2", 64, 96, 3, 3), ("branch3x3dbl_3", 96, 96, 3, 3),
+            ("branch_pool", cin, pool, 1, 1)]
+
+
+def _inception_c(c7: int) -> list:
+    return [("branch1x1", 768, 192, 1, 1),
+            ("branch7x7_1", 768, c7, 1, 1), ("branch7x7_2", c7, c7, 1, 7), ("branch7x7_3", c7, 192, 7, 1),
+            ("branch7x7dbl_1", 768, c7, 1, 1), ("branch7x7dbl_2", c7, c7, 7, 1), ("branch7x7dbl_3", c7, c7, 1, 7),
+            ("branch7x7dbl_4", c7, c7, 7, 1), ("branch7x7dbl_5", c7, 192, 1, 7), ("branch_pool", 768, 192, 1, 1)]
+
+
+def _inception_e(cin: int) -> list:
+    return [("branch1x1", cin, 320, 1, 1), ("branch3x3_1", cin, 384, 1, 1), ("branch3x3_2a", 384, 384, 1, 3),
+            ("branch3x3_2b", 384, 384, 3, 1), ("branch3x3dbl_1", cin, 448, 1, 1), ("branch3x3dbl_2", 448, 384, 3, 3),
+            ("branch3x3dbl_3a", 384, 384, 1, 3), ("branch3x3dbl_3b", 384, 384, 3, 1), ("branch_pool", cin, 192, 1, 1)]
+
+
+PT_INCEPTION_BLOCKS = {
+    "": [("Conv2d_1a_3x3", 3, 32, 3, 3), ("Conv2d_2a_3x3", 32, 32, 3, 3), ("Conv2d_2b_3x3", 32, 64, 3, 3),
+         ("Conv2d_3b_1x1", 64, 80, 1, 1), ("Conv2d_4a_3x3", 80, 192, 3, 3)],
+    "Mixed_5b.": _inception_a(192, 32),
+    "Mixed_5c.": _inception_a(256, 64),
+    "Mixed_5d.": _inception_a(288, 64),
+    "Mixed_6a.": [("branch3x3", 288, 384, 3, 3), ("branch3x3dbl_1", 288, 64, 1, 1), ("branch3x3dbl_2", 64, 96, 3, 3),
+                  ("branch3x3dbl_3", 96, 96, 3, 3)],
+    "Mixed_6b.": _inception_c(128),
+    "Mixed_6c.": _inception_c(160),
+    "Mixed_6d.": _inception_c(160),
+    "Mixed_6e.": _inception_c(192),
+    "Mixed_7a.": [("branch3x3_1", 768, 192, 1, 1), ("branch3x3_2", 192, 320, 3, 3), ("branch7x7x3_1", 768, 192, 1, 1),
+                  ("branch7x7x3_2", 192, 192, 1, 7), ("branch7x7x3_3", 192, 192, 7, 1), ("branch7x7x3_4", 192, 192, 3, 3)],
+    "Mixed_7b.": _inception_e(1280),
+    "Mixed_7c.": _inception_e(2048),
+}
+
+
+def pt_inception_shapes() -> dict[str, tuple[int, ...]]:
+    """Every tensor of the published FID Inception state dict and its shape."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for block, convs in PT_INCEPTION_BLOCKS.items():
+        for name, cin, cout, kh, kw in convs:
+            shapes[f"{block}{name}.conv.weight"] = (cout, cin, kh, kw)
+            for stat in ("weight", "bias", "running_mean", "running_var"):
+                shapes[f"{block}{name}.bn.{stat}"] = (cout,)
+    return shapes | {"fc.weight": (1008, 2048), "fc.bias": (1008,)}
+
+
+def test_inception_loads_the_published_key_and_shape_list():
+    published = pt_inception_shapes()
+    # Cross-check of the list against a published number: torchvision documents 27,161,264
+    # parameters for inception_v3 (1000 classes, with AuxLogits: 3,326,696 of them); the FID
+    # network has no AuxLogits and 8 more classes (8 x 2049).
+    learned = sum(math.prod(s) for k, s in published.items() if "running_" not in k)
+    assert learned == 27_161_264 - 3_326_696 + 8 * 2049
+    assert len(published) == 94 * 5 + 2  # 94 BasicConv2d + fc
+    torch.manual_seed(0)
+    state = {k: torch.randn(s) for k, s in published.items()}
+    # Files saved by torch >= 0.4.1 also hold num_batches_tracked, which FID does not use.
+    state |= {k.replace("running_var", "num_batches_tracked"): torch.tensor(0) for k in published if k.endswith("running_var")}
+    net = FIDInceptionV3()
+    net.load_state_dict(pytorch_fid_state(state), strict=True)
+    ours = net.state_dict()
+    assert {k: tuple(v.shape) for k, v in ours.items()} == published  # these names and shapes, nothing else
+    for k, v in ours.items():
+        assert torch.equal(v, state[k]), k
+    for k in ("Mixed_6b.branch7x7_2.conv.weight", "Mixed_7c.branch3x3_2a.conv.weight"):  # asymmetric kernels not transposed
+        wrong = dict(state) | {k: state[k].transpose(2, 3)}
+        with pytest.raises(RuntimeError, match="size mismatch"):
+            FIDInceptionV3().load_state_dict(pytorch_fid_state(wrong), strict=True)
+
+
+def test_inception_plumbing(frame):
     torch.manual_seed(0)
     net = FIDInceptionV3()
-    state = net.state_dict()
-    assert state["Conv2d_1a_3x3.conv.weight"].shape == (32, 3, 3, 3)
-    assert state["Mixed_7c.branch_pool.bn.running_var"].shape == (192,)
-    assert state["fc.weight"].shape == (1008, 2048)
-    assert not any("num_batches_tracked" in k for k in state)
-    published = dict(state) | {"Conv2d_1a_3x3.bn.num_batches_tracked": torch.tensor(0)}
-    net.load_state_dict(pytorch_fid_state(published), strict=True)
     for m in net.modules():  # He init keeps the input's signal through 94 random layers
         if isinstance(m, torch.nn.Conv2d):
             torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")

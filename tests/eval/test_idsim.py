@@ -13,7 +13,7 @@ PEOPLE = ("id00017", "id00061", "id00081")
 
 
 @pytest.fixture(scope="module")
-def faces(fsth, dlib_detector):
+def faces(fsth, detector):
     """Per person: a test frame and a train frame, with the test frame's landmarks."""
     from thead.faces.images import load_image
 
@@ -21,7 +21,7 @@ def faces(fsth, dlib_detector):
     for person in PEOPLE:
         test = load_image(frame_path(fsth, "test", person, 0))
         train = load_image(frame_path(fsth, "train", person, 16))
-        out[person] = (test, dlib_detector.detect(test)[0].landmarks, train, dlib_detector.detect(train)[0].landmarks)
+        out[person] = (test, detector.detect(test)[0].landmarks, train, detector.detect(train)[0].landmarks)
     return out
 
 

@@ -3,6 +3,8 @@ and loading of the published state-dict layouts."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -65,19 +67,50 @@ def test_distance_equals_direct_computation(model, frame):
     assert model(x0, x1).item() == pytest.approx(ours.sum(), rel=1e-6)
 
 
-def test_published_layouts_load_strictly(model):
-    alex = {k: torch.randn_like(v) for k, v in model.net.state_dict().items()}
-    alex |= {"classifier.1.weight": torch.zeros(4096, 9216), "classifier.6.bias": torch.zeros(1000)}
-    heads = {f"lin{l}.model.1.weight": torch.rand(1, c, 1, 1) for l, c in enumerate((64, 192, 384, 256, 256))}
+# The published files' tensors, written out from the published structures: torchvision's
+# alexnet-owt-7be5be79.pth (features: Conv 3-64 k11, Conv 64-192 k5, Conv 192-384 k3, Conv 384-256
+# k3, Conv 256-256 k3 at Sequential indices 0, 3, 6, 8, 10; classifier: Dropout, Linear
+# 9216-4096, ReLU, Dropout, Linear 4096-4096, ReLU, Linear 4096-1000) and LPIPS v0.1's
+# weights/v0.1/alex.pth (one NetLinLayer per tap: Sequential(Dropout, Conv2d(C, 1, 1, bias=False))).
+TORCHVISION_ALEXNET = {
+    "features.0.weight": (64, 3, 11, 11), "features.0.bias": (64,),
+    "features.3.weight": (192, 64, 5, 5), "features.3.bias": (192,),
+    "features.6.weight": (384, 192, 3, 3), "features.6.bias": (384,),
+    "features.8.weight": (256, 384, 3, 3), "features.8.bias": (256,),
+    "features.10.weight": (256, 256, 3, 3), "features.10.bias": (256,),
+    "classifier.1.weight": (4096, 9216), "classifier.1.bias": (4096,),
+    "classifier.4.weight": (4096, 4096), "classifier.4.bias": (4096,),
+    "classifier.6.weight": (1000, 4096), "classifier.6.bias": (1000,),
+}
+LPIPS_V01_ALEX = {
+    "lin0.model.1.weight": (1, 64, 1, 1), "lin1.model.1.weight": (1, 192, 1, 1), "lin2.model.1.weight": (1, 384, 1, 1),
+    "lin3.model.1.weight": (1, 256, 1, 1), "lin4.model.1.weight": (1, 256, 1, 1),
+}
+
+
+def test_published_key_and_shape_lists_load_strictly():
+    # Cross-check of the AlexNet list against a published number: torchvision documents
+    # 61,100,840 parameters for alexnet.
+    assert sum(math.prod(s) for s in TORCHVISION_ALEXNET.values()) == 61_100_840
+    torch.manual_seed(0)
+    alex = {k: torch.randn(s) for k, s in TORCHVISION_ALEXNET.items()}
+    heads = {k: torch.rand(s) for k, s in LPIPS_V01_ALEX.items()}
     m = LPIPS().load_published(alex, heads)
-    assert torch.equal(m.net.features[3].weight, alex["features.3.weight"])
-    assert torch.equal(m.heads[2].weight, heads["lin2.model.1.weight"])
+    # Every feature tensor sits where torchvision's index puts it; the classifier is dropped.
+    ours = {f"features.{k}": v for k, v in m.net.features.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in ours.items()} == {k: s for k, s in TORCHVISION_ALEXNET.items() if k.startswith("features.")}
+    for k, v in ours.items():
+        assert torch.equal(v, alex[k]), k
+    for l in range(5):  # tap l is weighted by lin{l}
+        assert torch.equal(m.heads[l].weight, heads[f"lin{l}.model.1.weight"]), l
     del heads["lin4.model.1.weight"]
     with pytest.raises(WeightsError, match="lin4"):
         lpips_heads_state(heads)
     heads["lin4.model.1.weight"] = torch.rand(1, 256, 1, 1)
     with pytest.raises(RuntimeError, match="features.0.bias"):  # strict: a missing backbone tensor
         LPIPS().load_published({k: v for k, v in alex.items() if k != "features.0.bias"}, heads)
+    with pytest.raises(RuntimeError, match="size mismatch"):  # strict: heads in the wrong order
+        LPIPS().load_published(alex, heads | {"lin2.model.1.weight": heads["lin3.model.1.weight"]})
 
 
 def test_pretrained_offline_is_a_clear_unavailable(tmp_path, monkeypatch):

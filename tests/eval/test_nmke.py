@@ -41,9 +41,9 @@ def test_lpd_normalisation_is_the_outer_eye_corner_distance():
     assert nmke(pred, gt, "outer_eye_corners") == pytest.approx(1.0 / corners)
 
 
-def test_landmark_error_on_real_frames(frame, dlib_detector):
-    face = dlib_detector.detect(frame)[0]
-    scorer = LandmarkError(dlib_detector)
+def test_landmark_error_on_real_frames(frame, detector):
+    face = detector.detect(frame)[0]
+    scorer = LandmarkError(detector)
     same = scorer([frame], [face.landmarks], [face.box])
     assert same[0] == 0.0
     moved = np.zeros_like(frame)

@@ -1,6 +1,5 @@
-"""Fixtures for the faces tests: the dlib detector and its landmarks on the real sample data
-(computed once per session; detection over the 192 sample frames takes a few seconds)."""
-
+"""Fixtures for the faces tests: dlib landmarks on the real sample data, computed once per
+session with tests/conftest.py's detector (detection over the 192 sample frames takes a few seconds)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,13 +8,6 @@ import numpy as np
 import pytest
 
 IDS = ("id00017/OLguY5ofUrY", "id00061/mMOd25Ag7XY", "id00081/vvLu_7TpP8c")
-
-
-@pytest.fixture(scope="session")
-def detector():
-    from thead.faces import DlibDetector
-
-    return DlibDetector()
 
 
 @pytest.fixture(scope="session")

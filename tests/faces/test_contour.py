@@ -110,6 +110,7 @@ def overlap_within(a: np.ndarray, b: np.ndarray, radius: int) -> float:
     return min(shares)
 
 
+@pytest.mark.slow
 def test_dlib_drawings_line_up_with_the_authors_contours(processed_pairs, sample_landmarks):
     # The authors drew FAN landmarks, so pixels differ where the two detectors disagree (dlib's
     # jaw and eyelids sit 1-2 px off FAN's); thin lines make plain IoU small (measured 0.35-0.55

@@ -3,6 +3,8 @@ random weights, the label mapping, and the sample files' format."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -79,13 +81,63 @@ def test_merge_rule_every_class():
         assert (only256 == (cls if cls in (13, 17, 18) else 0)).all(), cls
 
 
-def test_network_matches_the_published_checkpoint_size():
+# zllrunning/face-parsing.PyTorch's 79999_iter.pth, written out from its model.py and resnet.py:
+# BiSeNet(n_classes=19) = ContextPath (ResNet-18 trunk, two attention refinement modules,
+# three ConvBNReLU heads) + FeatureFusionModule(256, 256) + three BiSeNetOutput heads; the
+# unused SpatialPath is not built. Every ConvBNReLU / ResNet conv is bias-free and followed by
+# BatchNorm.
+def _conv_bn(name: str, cin: int, cout: int, k: int) -> dict[str, tuple[int, ...]]:
+    out = {f"{name}.conv.weight": (cout, cin, k, k)}
+    return out | {f"{name}.bn.{stat}": (cout,) for stat in ("weight", "bias", "running_mean", "running_var")}
+
+
+def _bn(name: str, c: int) -> dict[str, tuple[int, ...]]:
+    return {f"{name}.{stat}": (c,) for stat in ("weight", "bias", "running_mean", "running_var")}
+
+
+def bisenet_79999_shapes() -> dict[str, tuple[int, ...]]:
+    """Every tensor of the published face-parsing checkpoint (without num_batches_tracked)."""
+    r = "cp.resnet."
+    shapes = {f"{r}conv1.weight": (64, 3, 7, 7)} | _bn(f"{r}bn1", 64)
+    for layer, (cin, cout) in enumerate(((64, 64), (64, 128), (128, 256), (256, 512)), start=1):
+        for block in range(2):  # BasicBlock x 2; the first of layers 2-4 downsamples (stride 2)
+            b = f"{r}layer{layer}.{block}."
+            first_in = cin if block == 0 else cout
+            shapes |= {f"{b}conv1.weight": (cout, first_in, 3, 3)} | _bn(f"{b}bn1", cout)
+            shapes |= {f"{b}conv2.weight": (cout, cout, 3, 3)} | _bn(f"{b}bn2", cout)
+            if block == 0 and layer > 1:
+                shapes |= {f"{b}downsample.0.weight": (cout, cin, 1, 1)} | _bn(f"{b}downsample.1", cout)
+    for arm, cin in (("arm16", 256), ("arm32", 512)):
+        shapes |= _conv_bn(f"cp.{arm}.conv", cin, 128, 3)
+        shapes |= {f"cp.{arm}.conv_atten.weight": (128, 128, 1, 1)} | _bn(f"cp.{arm}.bn_atten", 128)
+    shapes |= _conv_bn("cp.conv_head32", 128, 128, 3) | _conv_bn("cp.conv_head16", 128, 128, 3)
+    shapes |= _conv_bn("cp.conv_avg", 512, 128, 1)
+    shapes |= _conv_bn("ffm.convblk", 256, 256, 1)
+    shapes |= {"ffm.conv1.weight": (64, 256, 1, 1), "ffm.conv2.weight": (256, 64, 1, 1)}
+    for head, cin, mid in (("conv_out", 256, 256), ("conv_out16", 128, 64), ("conv_out32", 128, 64)):
+        shapes |= _conv_bn(f"{head}.conv", cin, mid, 3) | {f"{head}.conv_out.weight": (19, mid, 1, 1)}
+    return shapes
+
+
+def test_network_has_the_published_key_and_shape_list(tmp_path):
+    published = bisenet_79999_shapes()
+    ours = {k: tuple(v.shape) for k, v in BiSeNet().state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert ours == published
     # The published 79999_iter.pth is 53,289,463 bytes: its tensors plus ~37 KB of pickle
-    # framing. Any wrong channel count would be off by >= 16 KB (the smallest layer).
-    state = BiSeNet().state_dict()
-    tensor_bytes = sum(v.numel() * v.element_size() for v in state.values())
+    # framing; the list above accounts for all but that framing.
+    tensor_bytes = 4 * sum(math.prod(s) for s in published.values())
     assert 0 < PARSER_WEIGHTS.size_bytes - tensor_bytes < 64 * 1024
-    assert len(state) == 191
+    # A file in the published layout (num_batches_tracked included, as torch >= 0.4.1 saves
+    # BatchNorm) loads, every tensor where its name says.
+    torch.manual_seed(0)
+    state = {k: torch.randn(s) for k, s in published.items()}
+    state |= {k.replace("running_var", "num_batches_tracked"): torch.tensor(0) for k in state if k.endswith("running_var")}
+    path = tmp_path / "79999_iter.pth"
+    torch.save(state, path)
+    parser = load_face_parser(path, sha256=parsing.sha256_file(path))
+    for k, v in parser.net.state_dict().items():
+        if not k.endswith("num_batches_tracked"):
+            assert torch.equal(v, state[k]), k
 
 
 @pytest.fixture(scope="module")

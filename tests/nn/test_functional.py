@@ -23,6 +23,7 @@ def _layout(t, channels_last):
 
 
 @pytest.mark.parametrize("k", [1, 3, 7])
+@pytest.mark.slow
 def test_conv_gradcheck_first_and_second_order(k):
     torch.manual_seed(k)
     x = torch.randn(2, 3, 6, 5, dtype=torch.float64, requires_grad=True)
@@ -34,6 +35,7 @@ def test_conv_gradcheck_first_and_second_order(k):
 
 
 @pytest.mark.parametrize("size", [(8, 8), (7, 7), (6, 5)])
+@pytest.mark.slow
 def test_blur_gradcheck_first_and_second_order(size):
     x = torch.randn(2, 3, *size, dtype=torch.float64, requires_grad=True)
     h, w = size

@@ -109,6 +109,7 @@ def test_discriminator_feature_maps(model, parity_vectors, kind, image_key):
 
 
 @torch.no_grad()
+@pytest.mark.slow
 def test_chained_pipeline_tf_order(tf_order_model, parity_vectors, shots):
     """frames -> encoders -> G^l -> softmax -> G^s -> D at the README's chained bounds."""
     v, m = parity_vectors, tf_order_model
@@ -138,6 +139,7 @@ def test_chained_pipeline_as_shipped(model, parity_vectors, shots):
 
 
 @torch.no_grad()
+@pytest.mark.slow
 def test_render_with_prepared_state_equals_forward(model, parity_vectors, shots):
     latents = model.encode(*shots)
     contour = nchw(parity_vectors["in_tgt_contour"])

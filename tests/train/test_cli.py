@@ -22,6 +22,7 @@ def loss_files(tmp_path_factory):
     return folder / "vgg19.safetensors", folder / "vgg_face.safetensors"
 
 
+@pytest.mark.slow
 def test_layout_then_meta_then_export(sample_dir, loss_files, tmp_path, capsys):
     data = sample_dir / "fsth_eval_subset_processed"
     v19, vf = loss_files
@@ -50,6 +51,7 @@ def test_bad_data_is_one_line(sample_dir, loss_files, tmp_path, capsys):
     assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.slow
 def test_finetune_command_stores_personal_weights(parity_weights, sample_dir, loss_files, tmp_path, monkeypatch, capsys):
     """An avatar enrolled (dlib) from id00017's train frames with the converted parity weights,
     fine-tuned 2 steps; animate then finds the personal weights for these base weights."""

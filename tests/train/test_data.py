@@ -17,16 +17,8 @@ CLIP = "train/id00017/OLguY5ofUrY/combined"
 
 
 @pytest.fixture(scope="module")
-def processed(sample_dir):
-    return sample_dir / "fsth_eval_subset_processed"
-
-
-@pytest.fixture(scope="module")
-def index(processed, tmp_path_factory):
-    path = tmp_path_factory.mktemp("index") / "index.npz"
-    idx, report = DatasetIndex.load_or_build(processed, path)
-    assert report is not None and path.exists()
-    return idx
+def index(processed, index_path):
+    return DatasetIndex.load(index_path, processed)
 
 
 def test_index_lists_clips_frames_and_segmaps(index, processed, tmp_path):
@@ -87,6 +79,7 @@ def test_sampler_shards_the_global_batch_and_resumes_exactly():
         ExampleSampler(5, batch_size=4, seed=3, start_position=6)
 
 
+@pytest.mark.slow
 def test_broken_files_are_skipped_counted_and_workers_match(processed, tmp_path):
     root = tmp_path / "data"
     for split in ("train", "test"):

@@ -26,6 +26,7 @@ def _psnr(model: LSR, latents, rgb, contour) -> float:
     return float((10 * torch.log10(255.0**2 / mse)).mean())
 
 
+@pytest.mark.slow
 def test_finetune_improves_psnr_on_held_out_test_frames(parity_weights, sample_dir):
     """Starts from the authors' reduced parity checkpoint converted to thead weights (random
     TF initialisation, not meta-learned). Enrolled with K=1 from id00017's `train` frames, the

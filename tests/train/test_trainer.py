@@ -26,18 +26,6 @@ from thead.train.data import ClipDataset, DatasetIndex, collate
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def data(sample_dir):
-    return sample_dir / "fsth_eval_subset_processed"
-
-
-@pytest.fixture(scope="module")
-def index_path(data, tmp_path_factory):
-    path = tmp_path_factory.mktemp("index") / "index.npz"
-    DatasetIndex.load_or_build(data, path)
-    return path
-
-
 def _weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(str(latest_checkpoint(run) / "model.safetensors"))
 
@@ -55,23 +43,24 @@ def _l1_on_fixed_examples(model: LSR, data: Path, index_path: Path) -> float:
     return (out.image - b.target_rgb).abs().mean().item()
 
 
-def test_short_run_halves_l1(data, index_path, tmp_path):
+@pytest.mark.slow
+def test_short_run_halves_l1(processed, index_path, tmp_path):
     """40 steps of the full stage-B objective (authors' weights and optimizer; K=2, batch 1,
     no warm-up) on id00017: L1 on held-aside examples at least halves."""
     cfg = tiny_meta_config()
     torch.manual_seed(cfg.seed)
-    before = _l1_on_fixed_examples(LSR(LSRConfig.reduced()), data, index_path)  # train() starts from these weights
-    result = train(cfg, data=data, out=tmp_path / "run", model_config=LSRConfig.reduced(), loss_networks=tiny_loss_networks(), steps=40, index_path=index_path)
+    before = _l1_on_fixed_examples(LSR(LSRConfig.reduced()), processed, index_path)  # train() starts from these weights
+    result = train(cfg, data=processed, out=tmp_path / "run", model_config=LSRConfig.reduced(), loss_networks=tiny_loss_networks(), steps=40, index_path=index_path)
     model = LSR.from_pretrained(result.checkpoint)  # a checkpoint is a thead weights folder
-    after = _l1_on_fixed_examples(model, data, index_path)
+    after = _l1_on_fixed_examples(model, processed, index_path)
     assert after <= 0.5 * before, (before, after)
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == list(range(1, 41)) and {"G/l1", "D/r1", "D/r2", "G/vgg_face"} <= set(log[-1]["losses"])
 
 
-def test_interrupted_and_resumed_run_is_bit_exact(data, index_path, tmp_path):
+def test_interrupted_and_resumed_run_is_bit_exact(processed, index_path, tmp_path):
     cfg = tiny_meta_config(sample_every=2)
-    common = dict(data=data, model_config=LSRConfig.reduced(), loss_networks=tiny_loss_networks(), index_path=index_path)
+    common = dict(data=processed, model_config=LSRConfig.reduced(), loss_networks=tiny_loss_networks(), index_path=index_path)
     train(cfg, out=tmp_path / "straight", steps=4, **common)
 
     def ctrl_c_at_step_2(report):
@@ -93,7 +82,7 @@ def test_interrupted_and_resumed_run_is_bit_exact(data, index_path, tmp_path):
     assert Image.open(grid).size == (4 * 224, 224)  # contour | layout | output | target
 
 
-def test_sigterm_checkpoints_and_stops_like_ctrl_c(data, index_path, tmp_path):
+def test_sigterm_checkpoints_and_stops_like_ctrl_c(processed, index_path, tmp_path):
     cfg = tiny_meta_config()
 
     def sigterm_at_step_1(report):
@@ -101,7 +90,7 @@ def test_sigterm_checkpoints_and_stops_like_ctrl_c(data, index_path, tmp_path):
             os.kill(os.getpid(), signal.SIGTERM)  # a scheduler stopping the job
 
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, out=tmp_path / "run", steps=4, on_step=sigterm_at_step_1, data=data, model_config=LSRConfig.reduced(),
+        train(cfg, out=tmp_path / "run", steps=4, on_step=sigterm_at_step_1, data=processed, model_config=LSRConfig.reduced(),
               loss_networks=tiny_loss_networks(), index_path=index_path)
     assert latest_checkpoint(tmp_path / "run").name == "step-000000002"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
@@ -114,7 +103,8 @@ def _torchrun(args: list[str], nproc: int) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-def test_two_gloo_processes_match_one_process_on_the_combined_batch(data, index_path, tmp_path):
+@pytest.mark.slow
+def test_two_gloo_processes_match_one_process_on_the_combined_batch(processed, index_path, tmp_path):
     """torchrun, 2 processes x batch 1 vs 1 process x batch 2, one step of stage B.
 
     Gradients (read back from Adam's v = (1-β2)·g² after one step) agree to float noise. The
@@ -125,7 +115,7 @@ def test_two_gloo_processes_match_one_process_on_the_combined_batch(data, index_
     """
     runs = {}
     for name, batch, nproc in (("ddp", "1", 2), ("single", "2", 1), ("half", "1", 1)):
-        args = [str(data), str(tmp_path / name), str(index_path), batch, "1"]
+        args = [str(processed), str(tmp_path / name), str(index_path), batch, "1"]
         if nproc == 1:
             subprocess.run([sys.executable, str(REPO / "tests/train/ddp_worker.py"), *args], check=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
         else:
@@ -154,9 +144,9 @@ def test_two_gloo_processes_match_one_process_on_the_combined_batch(data, index_
     assert checked > 0.25 * total
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, index_path, tmp_path):
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(processed, index_path, tmp_path):
     cfg = tiny_meta_config()
-    common = dict(data=data, model_config=LSRConfig.reduced(), index_path=index_path, out=tmp_path / "run")
+    common = dict(data=processed, model_config=LSRConfig.reduced(), index_path=index_path, out=tmp_path / "run")
     train(cfg, steps=1, loss_networks=tiny_loss_networks(), **common)
     good = latest_checkpoint(tmp_path / "run")
     before = _weights(tmp_path / "run")
@@ -170,10 +160,10 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, index_pa
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_layout_pretraining_then_meta_warm_start_and_export(data, index_path, tmp_path):
+def test_layout_pretraining_then_meta_warm_start_and_export(processed, index_path, tmp_path):
     nets = tiny_loss_networks()
     cfg_a = layout_pretraining(num_shots=2, batch_size=1, warmup_steps=0, num_workers=0, sample_every=1, log_every=1)
-    a = train(cfg_a, data=data, out=tmp_path / "A", model_config=LSRConfig.reduced(), loss_networks=nets, steps=2, index_path=index_path)
+    a = train(cfg_a, data=processed, out=tmp_path / "A", model_config=LSRConfig.reduced(), loss_networks=nets, steps=2, index_path=index_path)
     assert a.step == 2 and a.checkpoint is not None
     torch.manual_seed(0)
     init = LSR(LSRConfig.reduced()).state_dict()
@@ -181,7 +171,7 @@ def test_layout_pretraining_then_meta_warm_start_and_export(data, index_path, tm
     changed = {k.split(".")[0] for k in wa if not torch.equal(wa[k], init[k])}
     assert changed == {"layout_encoder", "layout_generator"}  # stage A trains E^l + G^l only
     assert set(_optimizer(tmp_path / "A")) >= {"generator.iterations"}
-    b = train(tiny_meta_config(), data=data, out=tmp_path / "B", init=tmp_path / "A", loss_networks=nets, steps=1, index_path=index_path)
+    b = train(tiny_meta_config(), data=processed, out=tmp_path / "B", init=tmp_path / "A", loss_networks=nets, steps=1, index_path=index_path)
     state = json.loads((b.checkpoint / "state.json").read_text())
     assert (state["start_step"], state["step"], state["examples"]) == (2, 3, 3)  # the example counter continues
     exported = export(tmp_path / "B", tmp_path / "weights")
@@ -191,11 +181,11 @@ def test_layout_pretraining_then_meta_warm_start_and_export(data, index_path, tm
 
 
 @pytest.mark.parametrize("variant", ["learned_segmentation", "oracle_segmentation"])
-def test_table2_variants_train(variant, data, index_path, tmp_path):
+def test_table2_variants_train(variant, processed, index_path, tmp_path):
     cfg = tiny_meta_config(variant=variant)
     torch.manual_seed(cfg.seed)
     init = LSR(LSRConfig.reduced()).state_dict()
-    train(cfg, data=data, out=tmp_path / "run", model_config=LSRConfig.reduced(), loss_networks=tiny_loss_networks(), steps=1, index_path=index_path)
+    train(cfg, data=processed, out=tmp_path / "run", model_config=LSRConfig.reduced(), loss_networks=tiny_loss_networks(), steps=1, index_path=index_path)
     w, opt = _weights(tmp_path / "run"), _optimizer(tmp_path / "run")
     changed = {k.split(".")[0] for k in w if not torch.equal(w[k], init[k])}
     if variant == "oracle_segmentation":  # G^s sees the oracle parsing; E^l, G^l are not used
@@ -206,8 +196,8 @@ def test_table2_variants_train(variant, data, index_path, tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bf16 autocast path)")
-def test_cuda_bf16_step_trains(data, index_path, tmp_path):
+def test_cuda_bf16_step_trains(processed, index_path, tmp_path):
     cfg = tiny_meta_config(amp=True)
-    result = train(cfg, data=data, out=tmp_path / "run", model_config=LSRConfig.reduced(), loss_networks=tiny_loss_networks(), steps=2, index_path=index_path, device="cuda")
+    result = train(cfg, data=processed, out=tmp_path / "run", model_config=LSRConfig.reduced(), loss_networks=tiny_loss_networks(), steps=2, index_path=index_path, device="cuda")
     assert result.step == 2 and all(math.isfinite(v) for v in result.losses.values())
     assert all(torch.isfinite(v).all() for v in _weights(tmp_path / "run").values())
