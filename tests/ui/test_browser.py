@@ -197,18 +197,27 @@ def test_animate_with_a_clip_serves_an_mp4_with_its_frames_and_audio(page, serve
 
 def test_animate_start_and_duration_take_part_of_the_driver(page, server, files, tmp_path):
     tab(page, "Animate")  # the clip from the test before is still the driver
-    page.fill("#animate-start input", "0.2")
-    page.fill("#animate-duration input", "0.2")
-    page.click("#animate-go")
-    page.wait_for_selector("#animate-status .thead-ok:has-text('Done')")
-    src = page.wait_for_selector("#animate-result video").get_attribute("src")
-    served = tmp_path / "part.mp4"
-    served.write_bytes(page.request.get(src).body())
-    num_frames, fps, _, audio = probe(served)
-    assert round(0.2 * fps) - 1 <= num_frames <= round(0.2 * fps) + 1 and audio  # 0.2 s of a 12-frame clip
-    assert f"{num_frames} frame(s)" in page.inner_text("#animate-status")
-    page.fill("#animate-start input", "0")  # the next tests use the whole driver
-    page.fill("#animate-duration input", "0")
+    before = page.wait_for_selector("#animate-result video").get_attribute("src")  # the last result, still shown
+    try:
+        page.fill("#animate-start input", "0.2")
+        page.fill("#animate-duration input", "0.2")
+        page.press("#animate-duration input", "Tab")  # committed, as a person leaving the field
+        page.click("#animate-go")
+        page.wait_for_function(  # a new result, not the one from the test before
+            "before => { const v = document.querySelector('#animate-result video'); return v && v.src && v.src !== before; }",
+            arg=page.evaluate("() => document.querySelector('#animate-result video').src"), timeout=TIMEOUT_MS)
+        page.wait_for_selector("#animate-status .thead-ok:has-text('Done')")
+        src = page.wait_for_selector("#animate-result video").get_attribute("src")
+        assert src != before
+        served = tmp_path / "part.mp4"
+        served.write_bytes(page.request.get(src).body())
+        num_frames, fps, _, audio = probe(served)
+        assert round(0.2 * fps) - 1 <= num_frames <= round(0.2 * fps) + 1 and audio  # 0.2 s of a 12-frame clip
+        assert f"{num_frames} frame(s)" in page.inner_text("#animate-status")
+    finally:
+        page.fill("#animate-start input", "0")  # the next tests use the whole driver
+        page.fill("#animate-duration input", "0")
+        page.press("#animate-duration input", "Tab")
 
 
 def test_one_render_at_a_time_others_queue_and_cancel_leaves_nothing(page, server, files):
