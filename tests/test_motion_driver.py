@@ -103,7 +103,10 @@ def test_reference_by_number_and_templates(mid_word, detector, tmp_path):
     template, _ = extract_motion(mid_word, tmp_path / "m.npz", DriverOptions(), detector=detector)
     from_template = open_driver(tmp_path / "m.npz", DriverOptions(reference="auto"))
     ref = from_template.reference_landmarks()
-    assert mouth_opening(ref) == pytest.approx(mouth_opening(template.landmarks).min(), abs=0.05)
+    # the template keeps the frame chosen at extraction (from the raw landmarks of the whole clip)
+    assert template.reference is not None and np.array_equal(ref, template.reference)
+    assert from_template.reference_index == template.reference_index
+    assert template.face_found[template.reference_index]
     assert parse_reference("AUTO") == "auto" and parse_reference("12") == 12
     for bad in ("-1", "middle", -2):
         with pytest.raises(UsageError):
