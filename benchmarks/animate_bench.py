@@ -62,8 +62,7 @@ def render_only(animator: Animator, contours: list[torch.Tensor]) -> float:
     t = time.perf_counter()
     for i in range(0, len(contours), animator.batch):
         x = torch.cat(contours[i : i + animator.batch]).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), animator._autocast():
-            animator.model.render(x, animator.state).image.float()
+        animator.renderer.render(x).image.float()
     return (time.perf_counter() - t) / len(contours)
 
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from thead.video import open_video
-from thead.animate import AnimateOptions, Animator, PasteBack
+from thead.animate import AnimateOptions, Animator
+from thead.compose import PasteBack
 from thead.avatar import AvatarStore
 from thead.demo import astronaut
 from thead.enroll import EnrollOptions, enroll
@@ -124,7 +125,7 @@ def test_frames_are_the_rendered_contours(model, store, clips):
     ref = Animator(model, store.load("p17"), AnimateOptions(device="cpu"))
     for f in frames:
         with torch.inference_mode():
-            image = ref.model.render(to_tensor(draw_contour(f.landmarks))[None], ref.state).image
+            image = ref.renderer.render(to_tensor(draw_contour(f.landmarks))[None]).image
         expected = torch.round(127.5 + 127.5 * image.clamp(-1, 1)).to(torch.uint8)[0].permute(1, 2, 0).numpy()
         assert np.abs(f.image.astype(int) - expected).max() <= 1
 

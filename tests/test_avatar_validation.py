@@ -4,6 +4,7 @@ wrong; an avatar without a weights hash is refused like one made with other weig
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import struct
 
 import numpy as np
@@ -113,16 +114,16 @@ def test_avatars_list_says_when_it_skips_a_corrupt_avatar(store, monkeypatch, ca
 
 
 def test_an_avatar_without_a_weights_hash_is_refused_like_other_weights(store, sample_dir):
-    from thead.animate import check_compatible
     from thead.config import LSRConfig
-    from thead.model import RENDER_NETWORKS, LSR
+    from thead.model import RENDER_NETWORKS, LSR, WeightsRecord
+    from thead.renderer import check_compatible
 
     store.save(make_avatar(sample_dir, "nohash", sha=""))
     model = LSR(LSRConfig.reduced(), networks=RENDER_NETWORKS)
-    model.weights_sha256 = "cd" * 32
+    model.weights = WeightsRecord(folder=Path("/w"), spec="/w", sha256="cd" * 32)
     with pytest.raises(AvatarError, match="does not record"):
         check_compatible(model, store.load("nohash"))
     with pytest.raises(AvatarError, match="other weights"):
         check_compatible(model, store.load("alice"))
-    model.weights_sha256 = "ab" * 32
+    model.weights = WeightsRecord(folder=Path("/w"), spec="/w", sha256="ab" * 32)
     check_compatible(model, store.load("alice"))  # the same weights: fine

@@ -11,28 +11,24 @@ the driver's length and decoding, landmarks and encoding (~15 ms a frame) overla
 
 from __future__ import annotations
 
-import contextlib
 import os
-import queue
-import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image
 
+from thead._pipeline import Background, Sink
 from thead.avatar import Avatar, AvatarStore, PersonalWeights
-from thead.enroll import notes_from_warnings, resolve_device
-from thead.errors import AvatarError, OutputError, UsageError, VideoError, WeightsError
+from thead.compose import PasteBack, even_size, side_by_side
+from thead.enroll import notes_from_warnings
+from thead.errors import UsageError, VideoError
 from thead.faces import ContourRenderer, CropOptions, to_tensor
 from thead.faces.landmarks import DetectorKind
-from thead.model import LSR, RENDER_NETWORKS, AvatarState
+from thead.model import LSR
 from thead.motion import (
     Driver,
     DriverOptions,
@@ -45,13 +41,8 @@ from thead.motion import (
     driver_targets,
     open_driver,
 )
-from thead.runtime import tune_cpu_allocator
-from thead.validate import check_input_file, recorded_weights, refuse_same_file
-
-DType = Literal["fp32", "bf16", "fp16"]
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-VIDEO_OUTPUT_SUFFIXES = (".mp4", ".mov", ".mkv")
-IMAGE_OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg")
+from thead.renderer import DTYPES, DType, Renderer
+from thead.validate import check_input_file, check_output, refuse_same_file
 
 
 @dataclass(frozen=True)
@@ -153,329 +144,54 @@ class AnimateResult:
     seconds: float
 
 
-# ------------------------------------------------------------------------ compositing
-
-
-def _affine_data(out_to_in: np.ndarray, x0: int = 0, y0: int = 0) -> tuple[float, ...]:
-    """PIL ``AFFINE`` data for a map from output pixel centres (offset by x0, y0) to input
-    pixel centres; PIL works in corner coordinates (centre + 0.5)."""
-    a, t = out_to_in[:2, :2], out_to_in[:2, 2]
-    c = a @ np.array([x0 - 0.5, y0 - 0.5]) + t + 0.5
-    return (a[0, 0], a[0, 1], c[0], a[1, 0], a[1, 1], c[1])
-
-
-class PasteBack:
-    """Composite 224 crops into the avatar's photo with a feathered square mask.
-
-    The rendered crop is warped into the photo by the crop's inverse affine (bilinear) and
-    blended with a mask that is 1 inside the crop and falls smoothly to 0 over ``feather`` of
-    the crop side at its edges, so the rendered background melts into the photo. Only the
-    photo region under the crop is touched.
-    """
-
-    def __init__(self, photo: np.ndarray, photo_to_crop: np.ndarray, crop_size: int = 224, feather: float = 0.08):
-        self.photo = np.ascontiguousarray(photo)
-        self.photo_to_crop = photo_to_crop
-        h, w = photo.shape[:2]
-        corners = np.array([[-0.5, -0.5], [crop_size - 0.5, -0.5], [-0.5, crop_size - 0.5], [crop_size - 0.5, crop_size - 0.5]])
-        to_photo = np.linalg.inv(photo_to_crop)
-        pts = corners @ to_photo[:2, :2].T + to_photo[:2, 2]
-        x0, y0 = max(int(np.floor(pts[:, 0].min())), 0), max(int(np.floor(pts[:, 1].min())), 0)
-        x1, y1 = min(int(np.ceil(pts[:, 0].max())) + 1, w), min(int(np.ceil(pts[:, 1].max())) + 1, h)
-        if x1 <= x0 or y1 <= y0:
-            raise AvatarError("the avatar's crop lies outside its photo; paste-back is not possible")
-        self.region = (x0, y0, x1, y1)
-        self._data = _affine_data(photo_to_crop, x0, y0)
-        # The mask, evaluated at each region pixel's position in the crop.
-        ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float64)
-        u = photo_to_crop[0, 0] * xs + photo_to_crop[0, 1] * ys + photo_to_crop[0, 2]
-        v = photo_to_crop[1, 0] * xs + photo_to_crop[1, 1] * ys + photo_to_crop[1, 2]
-        edge = np.minimum.reduce([u + 0.5, v + 0.5, crop_size - 0.5 - u, crop_size - 0.5 - v])
-        ramp = np.clip(edge / max(feather * crop_size, 1e-6), 0.0, 1.0)
-        self.mask = (ramp * ramp * (3 - 2 * ramp)).astype(np.float32)[..., None]  # smoothstep
-        self._base = self.photo[y0:y1, x0:x1].astype(np.float32)
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return self.photo.shape[1], self.photo.shape[0]
-
-    def __call__(self, crop: np.ndarray) -> np.ndarray:
-        x0, y0, x1, y1 = self.region
-        warped = Image.fromarray(crop).transform((x1 - x0, y1 - y0), Image.Transform.AFFINE, self._data, Image.Resampling.BILINEAR)
-        blended = self._base + self.mask * (np.asarray(warped, np.float32) - self._base)
-        out = self.photo.copy()
-        out[y0:y1, x0:x1] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
-        return out
-
-
-def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """``left`` scaled to ``right``'s height (keeping its aspect), then both side by side."""
-    h = right.shape[0]
-    if left.shape[0] != h:
-        w = max(1, round(left.shape[1] * h / left.shape[0]))
-        left = np.asarray(Image.fromarray(left).resize((w, h), Image.Resampling.BILINEAR))
-    return np.concatenate([left, right], axis=1)
-
-
-def even_size(image: np.ndarray) -> np.ndarray:
-    """H.264 in yuv420p needs even sides: repeat the last row/column where one is odd."""
-    h, w = image.shape[:2]
-    if h % 2 == 0 and w % 2 == 0:
-        return image
-    return np.pad(image, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """float [N, 3, H, W] (any range) -> uint8 [N, H, W, 3], ``round(127.5 + 127.5·x)`` clipped
-    (ref §1.1); the conversion runs on the images' device."""
-    x = torch.round(127.5 + 127.5 * images.float().clamp(-1, 1)).to(torch.uint8)
-    return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
-
-
-# ------------------------------------------------------------------------ threads
-
-
-_DONE = object()
-
-
-class _Raised:
-    def __init__(self, error: BaseException):
-        self.error = error
-
-
-class _Background:
-    """Iterate ``items`` in a daemon thread, handing them over through a bounded queue.
-
-    Exceptions in the thread are re-raised in the consumer; ``close()`` stops the thread
-    (used when the consumer stops early, e.g. on Ctrl-C or a render error).
-    """
-
-    def __init__(self, items: Iterable, maxsize: int, name: str):
-        self._items = items
-        self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _put(self, item) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self) -> None:
-        it = iter(self._items)
-        try:
-            for item in it:
-                if not self._put(item):
-                    break
-            else:
-                self._put(_DONE)
-        except BaseException as e:  # handed to the consumer, which decides
-            self._put(_Raised(e))
-        finally:
-            close = getattr(it, "close", None)
-            if close is not None:
-                close()
-
-    def __iter__(self) -> Iterator:
-        while True:
-            item = self._queue.get()
-            if item is _DONE:
-                return
-            if isinstance(item, _Raised):
-                raise item.error
-            yield item
-
-    def close(self) -> None:
-        self._stop.set()
-        with contextlib.suppress(queue.Empty):
-            while True:
-                self._queue.get_nowait()
-        self._thread.join(timeout=5)
-
-
-class _Sink:
-    """Call ``consume(item)`` in a daemon thread for items ``put`` through a bounded queue;
-    ``finish()`` waits for the rest and re-raises the thread's error, ``abort()`` drops it."""
-
-    def __init__(self, consume: Callable, maxsize: int, name: str):
-        self._consume = consume
-        self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _DONE:
-                return
-            if self._error is not None:
-                continue  # drain after a failure
-            try:
-                self._consume(item)
-            except BaseException as e:
-                self._error = e
-
-    def _check(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def put(self, item) -> None:
-        self._check()
-        self._queue.put(item)
-
-    def finish(self) -> None:
-        self._queue.put(_DONE)
-        self._thread.join()
-        self._check()
-
-    def abort(self) -> None:
-        """Stop without consuming the rest (the caller is failing); waits for the item in hand."""
-        if self._thread.is_alive():
-            self._error = self._error or RuntimeError("aborted")
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    self._queue.get_nowait()
-            self._queue.put(_DONE)  # the caller is the only producer, so there is room now
-            self._thread.join()
-
-
-# ------------------------------------------------------------------------ the animator
-
-
-def check_output(output: Path, driver_kind: str) -> None:
-    """Fail before any work when ``output`` cannot be written: wrong suffix for the driver, a
-    folder, a missing or unwritable parent folder (probed by creating a file there, which also
-    catches read-only mounts and root in /sys)."""
-    is_image = driver_kind == "photo"
-    allowed = IMAGE_OUTPUT_SUFFIXES if is_image else VIDEO_OUTPUT_SUFFIXES
-    if output.suffix.lower() not in allowed:
-        what = "a photo driver gives an image" if is_image else f"a {driver_kind} driver gives a video"
-        raise UsageError(f"{what}: name the output {' or '.join(allowed)}, got {output.name}")
-    if output.is_dir():
-        raise UsageError(f"output {output} is a folder; give a file name")
-    parent = output.parent
-    if not parent.is_dir():
-        raise OutputError(f"output folder {parent} does not exist")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=f".{output.stem}.probe.", dir=parent)
-    except OSError as e:
-        raise OutputError(f"output folder {parent} is not writable ({e.strerror or e})") from None
-    os.close(fd)
-    os.unlink(probe)
-
-
-
-def check_compatible(model: LSR, avatar: Avatar) -> None:
-    """Refuse an avatar whose latents came from other weights (they would mean nothing)."""
-    mine, theirs = getattr(model, "weights_sha256", None) or "", avatar.info.weights_sha256
-    if mine and mine != theirs:  # an avatar without a hash is refused like one of other weights
-        made_with = f"{avatar.weights} (sha256 {theirs[:12]})" if avatar.weights else f"sha256 {theirs[:12]}"
-        if not theirs:
-            made_with = "weights it does not record (no sha256 in the avatar)"
-        raise AvatarError(
-            f"avatar '{avatar.name}' was enrolled with other weights, {made_with}, these are sha256 {mine[:12]}; "
-            f"pass those with --weights, or enroll it again with these (thead enroll SOURCE --name {avatar.name} --overwrite)"
-        )
-    z_dim = model.config.z_dim
-    if avatar.z_style.shape[-1] != z_dim:
-        raise AvatarError(f"avatar '{avatar.name}' has {avatar.z_style.shape[-1]}-d latents, these weights use {z_dim}")
-
-
-def apply_personal(model: LSR, personal: PersonalWeights) -> None:
-    """Put an avatar's fine-tuned G^l and G^s tensors into ``model`` (strict for those two)."""
-    own = {k: v for k, v in model.state_dict().items() if k.split(".", 1)[0] in RENDER_NETWORKS}
-    state = {k: v for k, v in personal.state.items() if k in own}
-    missing = [k for k in own if k not in state]
-    if missing:
-        raise WeightsError(f"the fine-tuned weights lack {len(missing)} tensors, first: {', '.join(missing[:3])}")
-    bad = [k for k, v in state.items() if tuple(v.shape) != tuple(own[k].shape)]
-    if bad:
-        raise WeightsError(f"the fine-tuned weights do not fit these networks ({bad[0]} has shape {tuple(state[bad[0]].shape)})")
-    model.load_state_dict(state, strict=False)
-
-
 class Animator:
     """Render one avatar under any number of drivers.
 
-    ``Animator(model, avatar, options)`` copies G^l and G^s from ``model`` (left untouched),
-    applies ``personal`` fine-tuned weights when given and made from the same base weights,
-    prepares them for inference on the chosen device and precomputes the avatar's state once.
-    ``Animator.load(name, options, weights=...)`` does all of it from the avatar store without
-    the copy. Then ``animator(driver, "out.mp4")`` writes a video (or an image for a photo
-    driver) and ``animator.frames(driver)`` yields ``AnimatedFrame``s.
+    ``Animator(model, avatar, options)`` renders with a private copy of ``model``'s G^l and G^s
+    (``model`` is left untouched), with ``personal`` fine-tuned weights when given and made
+    from the same base weights. ``Animator.load(name, options, weights=...)`` does it all from
+    the avatar store without the copy. Both go through ``thead.renderer.Renderer``. Then
+    ``animator(driver, "out.mp4")`` writes a video (or an image for a photo driver) and
+    ``animator.frames(driver)`` yields ``AnimatedFrame``s.
     """
 
-    def __init__(self, model: LSR, avatar: Avatar, options: AnimateOptions = AnimateOptions(), *,
+    def __init__(self, model: LSR | Renderer, avatar: Avatar, options: AnimateOptions = AnimateOptions(), *,
                  personal: PersonalWeights | None = None):
-        # 1. Check inputs.
+        """``model``: base weights (copied), or a ``Renderer`` made for this avatar."""
         self.options, self.avatar = options, avatar
-        self.device = resolve_device(options.device)
-        if options.dtype == "fp16" and self.device.type != "cuda":
-            raise UsageError("fp16 needs a CUDA GPU; on a CPU use --dtype bf16")
-        if model.layout_generator is None or model.image_generator is None:
-            raise UsageError("animation needs weights with the layout and image generators")
-        check_compatible(model, avatar)
-        base_sha = getattr(model, "weights_sha256", None) or ""
-        use_personal = options.finetuned and personal is not None and personal.base_weights_sha256 == base_sha
-        self.personal_skipped = personal is not None and options.finetuned and not use_personal
-
-        # 2. A private inference copy of G^l and G^s (with the personal weights).
-        if model.inference_only:
-            if use_personal:
-                raise UsageError("personal weights cannot be applied to a model already prepared for inference")
-            render = model
+        if isinstance(model, Renderer):
+            self.renderer = model
         else:
-            render = LSR(model.config, networks=RENDER_NETWORKS)
-            render.load_state_dict({k: v for k, v in model.state_dict().items() if k.split(".", 1)[0] in RENDER_NETWORKS})
-            if use_personal:
-                apply_personal(render, personal)
-            render.for_inference_(channels_last=self.device.type == "cpu", compile=options.compile)
-        self.model = render.to(self.device)
-        self.model.weights_sha256 = base_sha
-        self.finetuned = bool(use_personal)
-
-        # 3. The avatar's state, once.
-        if self.device.type == "cpu":
-            tune_cpu_allocator()
-        self.batch = options.batch or (8 if self.device.type == "cuda" else self.model.cpu_chunk)
-        with torch.inference_mode(), self._autocast():
-            latents = avatar.latents
-            self.state: AvatarState = self.model.prepare(
-                type(latents)(latents.z_style.to(self.device), latents.z_layout.to(self.device))
-            )
+            self.renderer = Renderer.for_avatar(model, avatar, personal=personal, use_personal=options.finetuned,
+                                                device=options.device, dtype=options.dtype, compile=options.compile)
+        self.batch = options.batch or self.renderer.batch
 
     @classmethod
     def load(cls, name: str, options: AnimateOptions = AnimateOptions(), *, weights: str | os.PathLike | None = None,
              store: AvatarStore | None = None) -> Animator:
         """Avatar ``name`` from the store, G^l and G^s from ``weights`` (folder, Hub repo id, or
-        None for the default), and the avatar's fine-tuned weights when they fit."""
+        None for the ones it was enrolled with), and its fine-tuned weights when they fit."""
         store = store if store is not None else AvatarStore()
         avatar = store.load(name)
-        model = LSR.from_pretrained(weights if weights is not None else recorded_weights(avatar), networks=RENDER_NETWORKS)
-        check_compatible(model, avatar)
-        personal = store.load_finetuned(name) if options.finetuned else None
-        use_personal = personal is not None and personal.base_weights_sha256 == model.weights_sha256
-        if use_personal:
-            apply_personal(model, personal)
-        sha = model.weights_sha256
-        device = resolve_device(options.device)
-        model.for_inference_(channels_last=device.type == "cpu", compile=options.compile)
-        model.weights_sha256 = sha
-        animator = cls(model, avatar, options)
-        animator.finetuned = use_personal
-        animator.personal_skipped = personal is not None and not use_personal
-        return animator
+        renderer = Renderer.load(avatar, weights=weights, store=store, finetuned=options.finetuned, device=options.device,
+                                 dtype=options.dtype, compile=options.compile)
+        return cls(renderer, avatar, options)
 
-    def _autocast(self):
-        if self.options.dtype == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=DTYPES[self.options.dtype])
+    @property
+    def model(self) -> LSR:
+        return self.renderer.model
+
+    @property
+    def device(self) -> torch.device:
+        return self.renderer.device
+
+    @property
+    def finetuned(self) -> bool:
+        return self.renderer.finetuned
+
+    @property
+    def personal_skipped(self) -> bool:
+        return self.renderer.personal_skipped
 
     # -- stages --------------------------------------------------------------------------
     def open(self, driver: str | os.PathLike | MotionTemplate | Driver, *, on_note: Callable[[str], None] = lambda s: None) -> Driver:
@@ -499,21 +215,17 @@ class Animator:
             yield frame, target, to_tensor(contour), left
 
     def _render(self, contours: list[torch.Tensor]) -> np.ndarray:
-        x = torch.stack(contours).to(self.device, non_blocking=True)
-        if self.device.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), self._autocast():
-            return to_uint8(self.model.render(x, self.state).image)
+        return self.renderer.frames(torch.stack(contours))
 
     def frames(self, driver: str | os.PathLike | MotionTemplate | Driver, *, on_note: Callable[[str], None] = lambda s: None) -> Iterator[AnimatedFrame]:
         """Yield the output frames in order (uint8 RGB), streaming."""
         driver = self.open(driver, on_note=on_note)
-        if driver.crop_size != self.model.config.resolution:
-            raise UsageError(f"the driver's landmarks are for {driver.crop_size} px crops, the networks take {self.model.config.resolution}")
+        if driver.crop_size != self.renderer.resolution:
+            raise UsageError(f"the driver's landmarks are for {driver.crop_size} px crops, the networks take {self.renderer.resolution}")
         paste = None
         if self.options.paste_back:
             paste = PasteBack(self.avatar.photo, self.avatar.photo_to_crop, driver.crop_size, self.options.feather)
-        inputs = _Background(self._inputs(driver), maxsize=max(self.options.queue_frames, self.batch), name="thead-input")
+        inputs = Background(self._inputs(driver), maxsize=max(self.options.queue_frames, self.batch), name="thead-input")
         try:
             batch: list[tuple] = []
             for item in inputs:
@@ -604,7 +316,7 @@ class Animator:
         count = 0
         try:
             with VideoWriter(output, driver.fps, size, audio_from=audio_from, audio_start_s=audio_start) as writer:
-                sink = _Sink(lambda im: writer.write(even_size(im)), maxsize=self.options.queue_frames, name="thead-output")
+                sink = Sink(lambda im: writer.write(even_size(im)), maxsize=self.options.queue_frames, name="thead-output")
                 try:
                     sink.put(first.image)
                     count = 1

@@ -18,11 +18,13 @@ import numpy as np
 
 from thead.animate import AnimateOptions, AnimateResult, Animator, DType
 from thead.avatar import AvatarStore
-from thead.enroll import ShotMaker, _weights_label, avatar_from_shots, notes_from_warnings, resolve_device
+from thead.enroll import ShotMaker, _weights_label, avatar_from_shots, notes_from_warnings
 from thead.errors import WeightsError
 from thead.faces import CropOptions, make_detector
 from thead.model import ENCODE_NETWORKS, LSR, RENDER_NETWORKS
 from thead.motion import MotionTemplate
+from thead.renderer import Renderer
+from thead.runtime import resolve_device
 
 DEMO_SOURCE = "skimage.data.astronaut() (NASA, public domain)"
 
@@ -166,10 +168,7 @@ def demo(
             on_note(f"an avatar named '{options.name}' exists already; the demo's avatar was not saved")
 
     # 3. Animate: the encoders are done, so the model becomes the renderer (no copy).
-    model.style_encoder = model.layout_encoder = None
-    sha = model.weights_sha256
-    model.for_inference_(channels_last=device.type == "cpu")
-    model.weights_sha256 = sha
-    animator = Animator(model, avatar, AnimateOptions(paste_back=options.paste_back, device=options.device, dtype=options.dtype))
+    renderer = Renderer.for_avatar(model, avatar, device=device, dtype=options.dtype, copy=False)
+    animator = Animator(renderer, avatar, AnimateOptions(paste_back=options.paste_back, device=options.device, dtype=options.dtype))
     motion = synthetic_motion(avatar.reference_landmarks, options.seconds, options.fps)
     return animator(motion, options.output, progress=progress, on_note=on_note)

@@ -42,6 +42,7 @@ from thead.faces.images import IMAGE_SUFFIXES
 from thead.faces.landmarks import DetectorKind
 from thead.faces.pose import eye_opening, yaw_asymmetry
 from thead.model import ENCODE_NETWORKS, LSR
+from thead.runtime import resolve_device
 from thead.validate import check_one_person
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -325,17 +326,6 @@ def _weights_label(weights: str | os.PathLike | None, loaded: bool) -> str:
     from thead.hub import DEFAULT_REPO_ID, WEIGHTS_ENV
 
     return os.environ.get(WEIGHTS_ENV) or DEFAULT_REPO_ID
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device cuda asked, but no CUDA GPU is available")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise UsageError(f"unknown device {device!r} (cpu, cuda, cuda:N)") from None
 
 
 def avatar_from_shots(shots: list[Shot], name: str, model: LSR, *, source: str, landmarks: str, crop_scale: float,

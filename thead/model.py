@@ -32,6 +32,20 @@ RENDER_NETWORKS = ("layout_generator", "image_generator")
 
 
 @dataclass(frozen=True)
+class WeightsRecord:
+    """Where a model's weights came from, recorded once by ``LSR.from_pretrained`` and carried
+    unchanged through ``for_inference_`` and into the renderer (``thead.renderer``).
+
+    folder: the weights folder read. spec: what was asked for (a folder, a Hub repo id, or ""
+    for the default). sha256: of its ``model.safetensors``; avatars record it, and personal
+    weights record the one they were fine-tuned from."""
+
+    folder: Path
+    spec: str
+    sha256: str
+
+
+@dataclass(frozen=True)
 class Latents:
     """The avatar's latents z^s, z^l: [B, z_dim] averaged over its K shots (``LSR.encode``), or
     [B, K, z_dim] per shot (``LSR.encode_shots``)."""
@@ -230,10 +244,16 @@ class LSR(nn.Module):
             raise WeightsError(f"{folder / WEIGHTS_NAME} is not a readable safetensors file ({e})") from None
         state = {k: v for k, v in state.items() if k.split(".", 1)[0] in networks}
         load_state_strict(model, state, source=str(folder))
-        model.weights_sha256 = sha256_file(folder / WEIGHTS_NAME)
+        model.weights = WeightsRecord(folder=folder, spec="" if path_or_repo is None else str(path_or_repo),
+                                      sha256=sha256_file(folder / WEIGHTS_NAME))
         return model.to(device=device, dtype=dtype).eval()
 
-    weights_sha256: str | None = None
+    weights: WeightsRecord | None = None  # set by from_pretrained; None for a model built in code
+
+    @property
+    def weights_sha256(self) -> str | None:
+        """sha256 of the ``model.safetensors`` these weights were loaded from (None: built in code)."""
+        return self.weights.sha256 if self.weights is not None else None
 
 
 def resolve_weights_folder(spec: str | os.PathLike | None, *, revision: str | None = None) -> Path:

@@ -1,5 +1,6 @@
-"""Process-level settings for fast CPU rendering, applied explicitly (never at import), and
-``CompiledOrEager``, torch.compile with a clean fall-back.
+"""Where and how networks run: ``resolve_device`` (the one device choice), process-level
+settings for fast CPU rendering applied explicitly (never at import), and ``CompiledOrEager``,
+torch.compile with a clean fall-back.
 
 glibc returns every freed block above its mmap threshold to the kernel, so each new activation
 tensor (12.8 MB at 224 px x 64 channels) is page-faulted in again: measured here, a ReLU on such
@@ -23,6 +24,24 @@ import warnings
 from typing import Callable
 
 import torch
+
+from thead.errors import UsageError
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``: CUDA when present, else the CPU; otherwise the named device, checked (one
+    line, ``UsageError``, for a CUDA device without a GPU or an unknown name)."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device} asked, but no CUDA GPU is available")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"unknown device {device!r} (cpu, cuda, cuda:N)") from None
+
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3

@@ -8,11 +8,12 @@ from __future__ import annotations
 import math
 import os
 import stat
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from thead.errors import TheadError, UsageError
+from thead.errors import OutputError, TheadError, UsageError
 
 if TYPE_CHECKING:
     from thead.avatar import Avatar
@@ -132,3 +133,29 @@ def check_one_person(shots: list, *, refuse: bool, on_note) -> None:
 
         raise AvatarError(f"the shots show {n} different people ({where}); enroll one person at a time")
     on_note(f"the shots seem to show {n} different people ({where}); the avatar will mix them (--one-person refuses this)")
+
+
+VIDEO_OUTPUT_SUFFIXES = (".mp4", ".mov", ".mkv")
+IMAGE_OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def check_output(output: Path, driver_kind: str) -> None:
+    """Fail before any work when ``output`` cannot be written: wrong suffix for the driver, a
+    folder, a missing or unwritable parent folder (probed by creating a file there, which also
+    catches read-only mounts and root in /sys)."""
+    is_image = driver_kind == "photo"
+    allowed = IMAGE_OUTPUT_SUFFIXES if is_image else VIDEO_OUTPUT_SUFFIXES
+    if output.suffix.lower() not in allowed:
+        what = "a photo driver gives an image" if is_image else f"a {driver_kind} driver gives a video"
+        raise UsageError(f"{what}: name the output {' or '.join(allowed)}, got {output.name}")
+    if output.is_dir():
+        raise UsageError(f"output {output} is a folder; give a file name")
+    parent = output.parent
+    if not parent.is_dir():
+        raise OutputError(f"output folder {parent} does not exist")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{output.stem}.probe.", dir=parent)
+    except OSError as e:
+        raise OutputError(f"output folder {parent} is not writable ({e.strerror or e})") from None
+    os.close(fd)
+    os.unlink(probe)

@@ -8,7 +8,8 @@ import torch
 from PIL import Image, ImageFilter
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from thead.eval.metrics import images_to_tensor, psnr, ssim, to_signed, to_uint8
+from thead.eval.metrics import images_to_tensor, psnr, ssim, to_signed
+from thead.faces.images import to_uint8
 
 
 def _distortions(frame: np.ndarray) -> dict[str, np.ndarray]:

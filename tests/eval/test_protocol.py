@@ -80,7 +80,7 @@ def test_generation_matches_the_model_and_is_cached(tmp_path, sample_dir, parity
     import torch
 
     from thead.eval import protocol
-    from thead.eval.metrics import to_uint8
+    from thead.faces.images import to_uint8
     from thead.faces.images import load_image, to_tensor
     from thead.model import LSR
 

@@ -242,7 +242,7 @@ def show_avatar(
     store = AvatarStore()
     info = store.info(name)
     if image is not None:
-        from thead.animate import check_output
+        from thead.validate import check_output
         from thead.enroll import avatar_sheet
         from thead.video import write_image
 

@@ -141,8 +141,6 @@ def finetune(
 ) -> None:
     """Stage C: personal G^l, G^s and D for one avatar (latents and encoders frozen); the
     personal weights are stored with the avatar and used by `thead animate` from then on."""
-    import torch
-
     from thead.avatar import AvatarStore
     from thead.train.config import meta_learning
     from thead.train.finetune import FinetuneOptions, prepare_avatar_finetune
@@ -151,7 +149,7 @@ def finetune(
     k = shots if shots is not None else store.info(name).num_shots
     job = prepare_avatar_finetune(name, FinetuneOptions(num_shots=k, steps=steps, device=device), weights=weights, store=store)
     n, total = len(job.frames), job.options.total_steps
-    on_cpu = (device or ("cuda" if torch.cuda.is_available() else "cpu")) == "cpu"
+    on_cpu = job.device.type == "cpu"
     err_console.print(f"fine-tuning {name}: {total} steps on its {n} shot{'s' if n != 1 else ''}" + (" on the CPU; timing the first steps for an estimate" if on_cpu else ""))
     started = time.perf_counter()
     with Progress(TextColumn("[bold]finetune"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err_console, transient=True) as bar:

@@ -119,14 +119,18 @@ class LSRFrames:
     needs_contours = True
 
     def __init__(self, weights, options: EvalOptions, detector, notes: list[str]):
-        from thead.model import LSR, NETWORKS
+        from thead.model import ENCODE_NETWORKS, LSR, NETWORKS, RENDER_NETWORKS
 
         self.weights = weights
         self.options = options
         self.detector = detector
         self.notes = notes
-        inference = tuple(n for n in NETWORKS if n != "discriminator")
-        self.model = LSR.from_pretrained(weights, device=options.device, networks=inference).for_inference_()
+        # Loaded (and hashed) once: the encoders and G^l/G^s, and D when fine-tuned rows need it;
+        # rendering goes through a prepared copy (``thead.renderer.Renderer``), so the base
+        # stays trainable for those rows.
+        networks = NETWORKS if options.finetune else ENCODE_NETWORKS + RENDER_NETWORKS
+        self.model = LSR.from_pretrained(weights, device=options.device, networks=networks).eval()
+        self._meta = None  # the meta-learned renderer, made at the first person and reused
         self.sha256 = self.model.weights_sha256 or "unknown"
         self.cache = options.output_dir / "frames" / f"{self.sha256[:12]}-{getattr(detector, 'name', 'landmarks')}"
         self._finetune_error: str | None = None
@@ -142,10 +146,10 @@ class LSRFrames:
         paths = [folder / f"{i:05d}.png" for i in gt.ids]
         missing = [j for j, p in enumerate(paths) if not p.is_file()]
         if missing:
-            model = self._model_for(person, k, method)
-            if model is None:
+            renderer = self._renderer_for(person, k, method)
+            if renderer is None:
                 return [], []
-            self._render(model, person, k, gt, missing, paths)
+            self._render(renderer, gt, missing, paths)
         return list(range(len(gt.ids))), load_images(paths)
 
     def _train_frames(self, person: TestPerson, indices: list[int]) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -166,7 +170,7 @@ class LSRFrames:
                 cache[i] = (image, contour)
         return [cache[i][0] for i in indices], [cache[i][1] for i in indices]
 
-    def _latents(self, model, person: TestPerson, k: int):
+    def _latents(self, person: TestPerson, k: int):
         import torch
 
         from thead.faces.images import to_tensor
@@ -176,12 +180,19 @@ class LSRFrames:
         rgb = torch.stack([to_tensor(im) for im in images])[None].to(dev)
         con = torch.stack([to_tensor(c) for c in contours])[None].to(dev)
         with torch.inference_mode():
-            return model.encode(rgb, con)
+            return self.model.encode(rgb, con)
 
-    def _model_for(self, person: TestPerson, k: int, method: str):
-        if method == "meta":
-            return self.model, self.model.prepare(self._latents(self.model, person, k))
-        return self._finetuned(person, k)
+    def _renderer_for(self, person: TestPerson, k: int, method: str):
+        from thead.renderer import Renderer
+
+        if method != "meta":
+            return self._finetuned(person, k)
+        latents = self._latents(person, k)
+        if self._meta is None:
+            self._meta = Renderer.build(self.model, latents, device=self.options.device)
+        else:
+            self._meta = self._meta.with_latents(latents)
+        return self._meta
 
     def _finetuned(self, person: TestPerson, k: int):
         """Stage C (ref §5.5) from the meta-learned weights, on all train frames as the release."""
@@ -189,46 +200,40 @@ class LSRFrames:
             return None
         import torch
 
+        from thead.avatar import PersonalWeights
         from thead.faces.images import to_tensor
-        from thead.model import LSR
+        from thead.renderer import Renderer
 
         try:
             from thead.train.finetune import FinetuneOptions, finetune
         except ImportError as e:
             return self._no_finetune(f"thead.train.finetune is unavailable ({e})")
-        base = LSR.from_pretrained(self.weights, device=self.options.device)
-        latents = self._latents(base, person, k)
+        latents = self._latents(person, k)
         images, contours = self._train_frames(person, list(range(len(person.train_frames))))
         rgb = torch.stack([to_tensor(im) for im in images])
         con = torch.stack([to_tensor(c) for c in contours])
-        try:
-            state = finetune(base, latents, rgb, con, FinetuneOptions(num_shots=k, device=self.options.device))
+        try:  # on personal copies: self.model stays the meta-learned base
+            state = finetune(self.model, latents, rgb, con, FinetuneOptions(num_shots=k, device=self.options.device))
         except WeightsError as e:  # the loss networks (VGG19, VGG-Face) cannot be had offline
             return self._no_finetune(str(e))
-        base.load_state_dict(state, strict=False)
-        base.for_inference_()
-        return base, base.prepare(latents)
+        personal = PersonalWeights(state=state, base_weights_sha256=self.model.weights_sha256 or "", created="")
+        return Renderer.build(self.model, latents, device=self.options.device, personal=personal)
 
     def _no_finetune(self, why: str):
         self._finetune_error = why
         self.notes.append(f"fine-tuned rows skipped: {why}")
         return None
 
-    def _render(self, model_state, person: TestPerson, k: int, gt: GroundTruth, todo: list[int], paths: list[Path]) -> None:
+    def _render(self, renderer, gt: GroundTruth, todo: list[int], paths: list[Path]) -> None:
         import torch
 
-        from thead.eval.metrics import to_uint8
         from thead.faces.images import save_image, to_tensor
 
-        model, state = model_state
         paths[0].parent.mkdir(parents=True, exist_ok=True)
-        dev = self.options.device
         for start in range(0, len(todo), self.options.batch_size):
             batch = todo[start : start + self.options.batch_size]
-            contour = torch.stack([to_tensor(gt.contours[j]) for j in batch]).to(dev)
-            with torch.inference_mode():
-                image = to_uint8(model.render(contour, state).image).permute(0, 2, 3, 1).cpu().numpy()
-            for j, im in zip(batch, image):
+            images = renderer.frames(torch.stack([to_tensor(gt.contours[j]) for j in batch]))
+            for j, im in zip(batch, images):
                 save_image(paths[j], np.ascontiguousarray(im))
 
 

@@ -30,11 +30,6 @@ def images_to_tensor(images: list[np.ndarray] | np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(stacked.transpose(0, 3, 1, 2)))
 
 
-def to_uint8(x: Tensor) -> Tensor:
-    """Model output in [-1, 1] (unbounded) -> uint8, ``round(127.5 + 127.5·x)`` clipped (ref §1.1)."""
-    return torch.round(127.5 + 127.5 * x.detach().float()).clamp_(0, 255).to(torch.uint8)
-
-
 def to_signed(images: Tensor) -> Tensor:
     """uint8 [N, 3, H, W] -> float32 in [-1, 1] (``x·2/255 − 1``, ref §1.1)."""
     return images.float() * (2.0 / 255.0) - 1.0

@@ -94,14 +94,18 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().mul_(2).div_(255).sub_(1)
 
 
-def from_tensor(x: torch.Tensor) -> np.ndarray:
-    """float 3xHxW (or 1x3xHxW) in [-1, 1] -> uint8 HxWx3, ``round(127.5 + 127.5*x)`` clipped
-    (ref §1.1)."""
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Model output [..., 3, H, W] (linear, any range) -> uint8 of the same shape on the same
+    device, ``round(127.5 + 127.5·x)`` clipped (ref §1.1): the one float-to-pixel conversion."""
     import torch
 
+    return torch.round(127.5 + 127.5 * x.detach().float()).clamp_(0, 255).to(torch.uint8)
+
+
+def from_tensor(x: torch.Tensor) -> np.ndarray:
+    """float 3xHxW (or 1x3xHxW) in [-1, 1] -> uint8 HxWx3 (``to_uint8``)."""
     if x.dim() == 4:
         if x.shape[0] != 1:
             raise ValueError(f"from_tensor takes one image, got a batch of {x.shape[0]}")
         x = x[0]
-    y = torch.round(127.5 + 127.5 * x.detach().float().cpu()).clamp(0, 255).to(torch.uint8)
-    return np.ascontiguousarray(y.permute(1, 2, 0).numpy())
+    return np.ascontiguousarray(to_uint8(x).cpu().permute(1, 2, 0).numpy())

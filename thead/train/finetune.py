@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from thead.errors import TrainingError, UsageError
 from thead.model import LSR, Latents, layout_to_image
 from thead.train.config import META_WEIGHTS, LossWeights, OptimizerConfig, meta_learning
-from thead.runtime import tune_cpu_allocator
+from thead.runtime import resolve_device, tune_cpu_allocator
 from thead.train.losses import LossNetworks
 from thead.train.optim import KerasAdam
 from thead.train.schedule import finetune_schedule
@@ -117,7 +117,7 @@ def finetune(
         loss_networks = default_loss_networks(meta_learning(weights=w))
 
     # 2. Personal copies on the device; latents constant.
-    device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(options.device)
     amp = options.amp and device.type == "cuda"
     if device.type == "cpu":
         tune_cpu_allocator(training=True)
@@ -177,6 +177,11 @@ class AvatarFinetune:
     options: FinetuneOptions
     store: object  # the AvatarStore the personal weights go to
 
+    @property
+    def device(self) -> torch.device:
+        """Where the steps run (``options.device``; None: CUDA when present, else the CPU)."""
+        return resolve_device(self.options.device)
+
     def run(self, progress: Callable[[FinetuneProgress], None] | None = None, *, loss_networks: LossNetworks | None = None):
         """Fine-tune and save the personal weights with the avatar; returns the path written."""
         personal = finetune(self.model, self.latents, self.frames, self.contours, self.options, progress, loss_networks=loss_networks)
@@ -187,16 +192,15 @@ def prepare_avatar_finetune(name: str, options: FinetuneOptions | None = None, *
     """Load avatar ``name`` and its base weights and check them (store writable, weights the
     avatar was enrolled with) before any step. ``weights``: default the ones the avatar was
     enrolled with; ``options``: default ``FinetuneOptions(num_shots=the avatar's K)``."""
-    from thead.animate import check_compatible
     from thead.avatar import AvatarStore
     from thead.faces.contour import draw_contour
     from thead.faces.images import to_tensor
+    from thead.renderer import load_avatar_model
 
     store = store if store is not None else AvatarStore()
     avatar = store.load(name)
     store.check_writable()  # a read-only store is said now, not after all the steps
-    model = LSR.from_pretrained(weights or avatar.weights or None)
-    check_compatible(model, avatar)
+    model = load_avatar_model(avatar, weights)
     options = options if options is not None else FinetuneOptions(num_shots=avatar.num_shots)
     frames = torch.stack([to_tensor(s) for s in avatar.shots])
     contours = torch.stack([to_tensor(draw_contour(lm)) for lm in avatar.landmarks])
