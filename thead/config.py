@@ -19,6 +19,8 @@ from typing import Any
 
 from thead.errors import WeightsError
 
+LAYOUT_CLASSES = 19  # the layout's classes: CelebAMask-HQ's 19 face-parsing labels (ref §1.4)
+
 FORMAT_VERSION = 1
 
 # Sane limits for every value a config.json can hold, checked before any network is built
@@ -67,7 +69,7 @@ class LayoutGeneratorConfig:
     nf_max: int = 512  # g_nf_max
     num_levels: int = 5  # G_num_upsamples
     z_dim: int = 512
-    num_classes: int = 19
+    num_classes: int = LAYOUT_CLASSES
     aux_channels: int = 3  # multi-task RGB head (ref §9.3)
 
 
@@ -83,7 +85,7 @@ class ImageGeneratorConfig:
     nf_max: int = 512  # g_nf_max
     num_upsamples: int = 5
     z_dim: int = 512
-    num_classes: int = 19
+    num_classes: int = LAYOUT_CLASSES
     spade_hidden: int = 64  # spade_proj_filters
     seed_size: int = 7
     out_channels: int = 3

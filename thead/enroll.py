@@ -114,7 +114,8 @@ def notes_from_warnings(on_note: Callable[[str], None]) -> Iterator[None]:
 
 
 def shot_indices(n: int, k: int) -> list[int]:
-    """The authors' few-shot selection (ref §1.8): floor(linspace(0, n, k, endpoint=False))."""
+    """The authors' few-shot selection (ref §1.8), for enrolment and evaluation alike:
+    floor(linspace(0, n, k, endpoint=False)); N=32, K=4 -> [0, 8, 16, 24]; K > N gives N."""
     k = min(k, n)
     return [int(math.floor(v)) for v in np.linspace(0, n, k, endpoint=False)]
 

@@ -24,7 +24,8 @@ import numpy as np
 from thead.errors import DatasetError, NoFaceError, WeightsError
 from thead.eval.options import EvalOptions
 from thead.eval.scoring import RunKey
-from thead.eval.testset import FRAME_SIZE, TestPerson, TestSet, check_frame_size, frame_number, shot_indices
+from thead.enroll import shot_indices
+from thead.eval.testset import FRAME_SIZE, TestPerson, TestSet, check_frame_size, frame_number
 
 # ------------------------------------------------------------------------------ ground truth
 

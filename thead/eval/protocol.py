@@ -38,8 +38,8 @@ from thead.eval.testset import (
     check_testset,
     load_testset,
     resolve_testset,
-    shot_indices,
 )
+from thead.enroll import shot_indices
 
 
 class Progress(Protocol):

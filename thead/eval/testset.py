@@ -1,7 +1,7 @@
 """The test set of the paper's protocol (ref §7, §1.8): the FSTH layout (Zakharov et al.),
 ``<root>/train/<person>/<video>/combined/000NN_rgb.png`` each person's pool of source frames and
 ``<root>/test/<person>/<video>/combined/000NN_rgb.png`` the held-out frames; the K shots
-(``shot_indices``) and the input checks made before any network loads."""
+(``thead.enroll.shot_indices``) and the input checks made before any network loads."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from thead.errors import DatasetError, ImageError
@@ -111,11 +110,6 @@ def load_testset(root: str | os.PathLike) -> TestSet:
 
 def _frames(folder: Path) -> tuple[Path, ...]:
     return tuple(sorted(p for p in folder.glob(RGB_PATTERN) if p.is_file()))
-
-
-def shot_indices(num_frames: int, num_shots: int) -> list[int]:
-    """``floor(linspace(0, N, K, endpoint=False))`` (ref §1.8): N=32, K=4 -> [0, 8, 16, 24]."""
-    return np.floor(np.linspace(0, num_frames, num_shots, endpoint=False)).astype(int).tolist()
 
 
 def check_testset(testset: TestSet, shots: tuple[int, ...], *, need_train: bool = True) -> None:

@@ -26,9 +26,8 @@ from torch import nn
 
 from thead._hash import sha256_file
 from thead.download import Asset
+from thead.config import LAYOUT_CLASSES as NUM_CLASSES
 from thead.errors import WeightsError
-
-NUM_CLASSES = 19
 
 # CelebAMask-HQ order as the authors use it (ref §1.4): index -> name.
 CELEBAMASK_LABELS = (
