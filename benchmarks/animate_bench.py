@@ -104,7 +104,7 @@ def main() -> None:
         render.load_state_dict({k: v for k, v in model.state_dict().items() if k.split(".", 1)[0] in RENDER_NETWORKS})
         render.for_inference_(compile=True)
     for dtype in args.dtypes.split(","):
-        animator = Animator(render, avatar, AnimateOptions(landmarks="dlib", device="cpu", dtype=dtype, max_frames=args.frames))
+        animator = Animator(render, avatar, AnimateOptions(device="cpu", dtype=dtype).with_driver(landmarks="dlib", max_frames=args.frames))
         t = time.perf_counter()
         frames = list(animator.open(driver))
         driver_ms = (time.perf_counter() - t) * 1000 / len(frames)  # pass 1 + decode, crop, landmarks, smoothing

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from fractions import Fraction
 from pathlib import Path
 
@@ -25,7 +26,7 @@ TEST_17 = "fsth_eval_subset/test/id00017/OLguY5ofUrY/combined"
 CLIP_17 = "test_videos/id00017/OLguY5ofUrY/00039.mp4"
 CLIP_61 = "test_videos/id00061/mMOd25Ag7XY/00239.mp4"
 CLIP_81 = "test_videos/id00081/vvLu_7TpP8c/00202.mp4"
-FAST = AnimateOptions(landmarks="dlib", device="cpu")
+FAST = AnimateOptions(device="cpu").with_driver(landmarks="dlib")
 
 
 def trim_clip(src: Path, dst: Path, num_frames: int, *, audio: bool = True, blank: range = range(0)) -> Path:
@@ -100,7 +101,8 @@ def store(tmp_path_factory, sample_dir, model):
 
 
 def animator(model, store, name, **kw) -> Animator:
-    return Animator(model, store.load(name), AnimateOptions(**{**FAST.__dict__, **kw}))
+    driver = {k: kw.pop(k) for k in list(kw) if hasattr(FAST.driver, k)}
+    return Animator(model, store.load(name), dataclasses.replace(FAST, **kw).with_driver(**driver))
 
 
 @pytest.mark.slow
@@ -204,8 +206,6 @@ def test_frames_without_a_face_reuse_the_last_landmarks(tmp_path, model, store, 
 
 
 def test_avatar_from_other_weights_is_refused(model, store):
-    import dataclasses
-
     a = store.load("p17")
     other = dataclasses.replace(a, info=dataclasses.replace(a.info, weights_sha256="00" * 32))
     with pytest.raises(AvatarError, match="enrolled with other weights"):
@@ -218,9 +218,9 @@ def test_finetuned_weights_are_used_automatically(tmp_path, model, store, parity
     enroll(sample_dir / TRAIN_17 / "00000_rgb.png", "ft", model=model, store=store2, detector=make_detector("dlib"))
     personal = {k: v + 0.05 * torch.randn_like(v) for k, v in model.state_dict().items() if k.startswith(RENDER_NETWORKS)}
     store2.save_finetuned("ft", personal)
-    options = AnimateOptions(landmarks="dlib", device="cpu", max_frames=2)
+    options = AnimateOptions(device="cpu").with_driver(landmarks="dlib", max_frames=2)
     tuned = Animator.load("ft", options, weights=parity_weights, store=store2)
-    plain = Animator.load("ft", AnimateOptions(**{**options.__dict__, "finetuned": False}), weights=parity_weights, store=store2)
+    plain = Animator.load("ft", dataclasses.replace(options, finetuned=False), weights=parity_weights, store=store2)
     assert tuned.finetuned and not plain.finetuned
     a, b = next(tuned.frames(clips["17"])), next(plain.frames(clips["17"]))
     assert np.array_equal(a.landmarks, b.landmarks) and not np.array_equal(a.image, b.image)

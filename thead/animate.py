@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -26,8 +26,7 @@ from thead.avatar import Avatar, AvatarStore, PersonalWeights
 from thead.compose import PasteBack, even_size, side_by_side
 from thead.enroll import notes_from_warnings
 from thead.errors import UsageError, VideoError
-from thead.faces import ContourRenderer, CropOptions, to_tensor
-from thead.faces.landmarks import DetectorKind
+from thead.faces import ContourRenderer, to_tensor
 from thead.model import LSR
 from thead.motion import (
     Driver,
@@ -49,15 +48,12 @@ from thead.validate import check_input_file, check_output, refuse_same_file
 class AnimateOptions:
     """How to animate (each field is a ``thead animate`` option).
 
+    driver: how the driver's landmarks are measured (``thead.motion.DriverOptions``: landmark
+        backend, crop, smoothing, the relative-motion reference, start/duration, max frames).
     motion: "relative" (the avatar keeps its face shape; for any driver) or "absolute" (the
         driver's landmarks as they are; self-reenactment). See ``thead.motion``.
     paste_back: composite the rendered crop into the avatar's photo at the photo's resolution.
     compare: put the driver's crop (a motion template: its contour drawing) left of the result.
-    smooth, smooth_strength: One-Euro smoothing of the driver's landmarks (0 = off, 1 = default;
-        zero-lag forward-backward for files).
-    reference: relative motion's neutral driver frame: "auto" (the most neutral: mouth closed,
-        eyes open, frontal), "first", or a frame number. See ``thead.motion``.
-    start_s, duration_s: the part of a video driver to use (its audio follows).
     audio: a sound file for the output (a motion template's or a photo driver's video has none
         of its own; it replaces a video driver's). A photo driver with audio gives a video of
         the audio's length.
@@ -65,31 +61,24 @@ class AnimateOptions:
         faster on CPUs with AVX512-BF16), "fp16" (CUDA only).
     batch: frames per G^l+G^s call (None: 2 on CPU, ``LSR.cpu_chunk``: pairs of frames
         run at the machine's peak, larger batches only add page faults; 8 on CUDA).
-    landmarks: the driver's landmark backend. crop_scale, face_index: the driver's crop.
-    max_frames: render at most this many frames (None: all).
     feather: paste-back's soft edge, as a fraction of the crop side.
     queue_frames: frames buffered between stages (bounds memory).
     finetuned: use the avatar's fine-tuned weights when it has some for these base weights.
     compile: run the render step through ``torch.compile`` (``LSR.for_inference_``): a few
         percent faster per frame once compiled; the first run of a batch size and dtype compiles
         for minutes (cached on disk); falls back to eager rendering with one warning.
+
+    ``AnimateOptions(device="cpu").with_driver(max_frames=25, landmarks="dlib")`` changes
+    driver fields without spelling out the rest.
     """
 
+    driver: DriverOptions = field(default_factory=DriverOptions)
     motion: MotionKind = "relative"
     paste_back: bool = False
     compare: bool = False
-    smooth: bool = True
-    smooth_strength: float = 1.0
     device: str | None = None
     dtype: DType = "fp32"
     batch: int | None = None
-    landmarks: DetectorKind = "auto"
-    crop_scale: float = 1.0
-    face_index: int = 0
-    max_frames: int | None = None
-    reference: str | int = "auto"
-    start_s: float = 0.0
-    duration_s: float | None = None
     audio: Path | None = None
     feather: float = 0.08
     queue_frames: int = 8
@@ -97,6 +86,8 @@ class AnimateOptions:
     compile: bool = False
 
     def __post_init__(self):
+        if not isinstance(self.driver, DriverOptions):
+            raise UsageError(f"driver must be DriverOptions, got {type(self.driver).__name__}")
         if self.dtype not in DTYPES:
             raise UsageError(f"unknown dtype {self.dtype!r} (choose fp32, bf16 or fp16)")
         if self.batch is not None and self.batch < 1:
@@ -105,19 +96,10 @@ class AnimateOptions:
             raise UsageError(f"feather must be between 0 and 0.5, got {self.feather}")
         if self.queue_frames < 1:
             raise UsageError("queue_frames must be 1 or more")
-        self.driver_options()  # validates the driver-side fields
 
-    def driver_options(self) -> DriverOptions:
-        return DriverOptions(
-            landmarks=self.landmarks,
-            crop=CropOptions(scale=self.crop_scale, face_index=self.face_index),
-            smooth=self.smooth,
-            smooth_strength=self.smooth_strength,
-            reference=self.reference,
-            start_s=self.start_s,
-            duration_s=self.duration_s,
-            max_frames=self.max_frames,
-        )
+    def with_driver(self, **changes) -> AnimateOptions:
+        """A copy with these ``DriverOptions`` fields changed."""
+        return replace(self, driver=replace(self.driver, **changes))
 
 
 @dataclass(frozen=True, eq=False)
@@ -199,10 +181,10 @@ class Animator:
         if isinstance(driver, Driver):
             return driver
         if isinstance(driver, MotionTemplate):
-            return MotionDriver(driver, max_frames=self.options.max_frames, start_s=self.options.start_s,
-                                duration_s=self.options.duration_s)
+            d = self.options.driver
+            return MotionDriver(driver, max_frames=d.max_frames, start_s=d.start_s, duration_s=d.duration_s)
         with notes_from_warnings(on_note):
-            return open_driver(driver, self.options.driver_options(), on_note=on_note)
+            return open_driver(driver, self.options.driver, on_note=on_note)
 
     def _inputs(self, driver: Driver) -> Iterator[tuple]:
         """Input stage (runs in its own thread): driver frames -> target landmarks -> contours."""

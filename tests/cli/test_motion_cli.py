@@ -98,7 +98,7 @@ def test_extract_onto_is_what_animate_draws(tmp_path, sample_dir, enrolled, pari
                  "--start", "0.92", "--duration", "0.32", "--onto", "p17", "--quiet"]) == 0
     template = MotionTemplate.load(tmp_path / "onto.npz")
     assert template.onto == "p17" and template.num_frames == 8
-    options = AnimateOptions(landmarks="dlib", device="cpu", start_s=0.92, duration_s=0.32)
+    options = AnimateOptions(device="cpu").with_driver(landmarks="dlib", start_s=0.92, duration_s=0.32)
     animator = Animator.load("p17", options, weights=parity_weights)
     drawn = np.stack([f.landmarks for f in animator.frames(sample_dir / CLIP_61)])
     np.testing.assert_array_equal(drawn, template.landmarks)

@@ -136,19 +136,19 @@ def animate(
     motion: Annotated[MotionChoice, typer.Option("--motion", help="relative: the avatar keeps its face shape (any driver); absolute: the driver's landmarks as is (self-reenactment).")] = MotionChoice(_A.motion),
     paste_back: Annotated[bool, typer.Option("--paste-back", help="Composite into the avatar's photo at its resolution.")] = _A.paste_back,
     compare: Annotated[bool, typer.Option("--compare", help="Left: the driver's 224 crop as the landmarks saw it (a motion template: its own landmarks drawn); right: the result.")] = _A.compare,
-    smooth: Annotated[bool, typer.Option("--smooth/--no-smooth", help="Smooth the driver's landmarks over time (One-Euro, looking ahead in files: no lag).")] = _A.smooth,
-    smooth_strength: Annotated[float, typer.Option("--smooth-strength", min=0.0, max=100.0, help="0 = off, 1 = default, higher = smoother.")] = _A.smooth_strength,
+    smooth: Annotated[bool, typer.Option("--smooth/--no-smooth", help="Smooth the driver's landmarks over time (One-Euro, looking ahead in files: no lag).")] = _M.smooth,
+    smooth_strength: Annotated[float, typer.Option("--smooth-strength", min=0.0, max=100.0, help="0 = off, 1 = default, higher = smoother.")] = _M.smooth_strength,
     device: Device = _A.device,
     dtype: DType = DTypeChoice(_A.dtype),
     batch: Annotated[Optional[int], typer.Option("--batch", min=1, max=256, help="Frames per render call (default: 2 on CPU, 8 on CUDA).")] = _A.batch,
     weights: WeightsOption = None,
-    landmarks: Landmarks = LandmarkChoice(_A.landmarks),
-    face: Face = _A.face_index,
-    crop_scale: CropScale = _A.crop_scale,
-    max_frames: MaxFrames = _A.max_frames,
-    start: Start = _A.start_s,
-    duration: Duration = _A.duration_s,
-    reference: Reference = str(_A.reference),
+    landmarks: Landmarks = LandmarkChoice(_M.landmarks),
+    face: Face = _C.face_index,
+    crop_scale: CropScale = _C.scale,
+    max_frames: MaxFrames = _M.max_frames,
+    start: Start = _M.start_s,
+    duration: Duration = _M.duration_s,
+    reference: Reference = str(_M.reference),
     audio: Annotated[Optional[Path], typer.Option("--audio", help="Sound for the output: a motion template's, or a photo driver's (which then gives a video of the sound's length); replaces a video driver's.")] = _A.audio,
     finetuned: Annotated[bool, typer.Option("--finetuned/--no-finetuned", help="Use the avatar's fine-tuned weights when it has some.")] = _A.finetuned,
     compile: Annotated[bool, typer.Option("--compile", help="Render through torch.compile: a few % faster per frame; the first run of a batch size and dtype compiles for minutes (then cached).")] = _A.compile,
@@ -159,13 +159,14 @@ def animate(
     check_input_file(driver, "driver")
     check_new_output(output, [driver, audio], overwrite=overwrite)
     from thead.animate import AnimateOptions, animate as run
-    from thead.motion import parse_reference
+    from thead.faces import CropOptions
+    from thead.motion import DriverOptions, parse_reference
 
+    driver_options = DriverOptions(landmarks.value, CropOptions(scale=crop_scale, face_index=face), smooth, smooth_strength,
+                                   reference=parse_reference(reference), start_s=start, duration_s=duration, max_frames=max_frames)
     options = AnimateOptions(
-        motion=motion.value, paste_back=paste_back, compare=compare, smooth=smooth, smooth_strength=smooth_strength,
-        device=device, dtype=dtype.value, batch=batch, landmarks=landmarks.value, crop_scale=crop_scale,
-        face_index=face, max_frames=max_frames, finetuned=finetuned, reference=parse_reference(reference),
-        start_s=start, duration_s=duration, audio=audio, compile=compile,
+        driver=driver_options, motion=motion.value, paste_back=paste_back, compare=compare, device=device,
+        dtype=dtype.value, batch=batch, finetuned=finetuned, audio=audio, compile=compile,
     )
     with _Bar(name, quiet) as bar:
         result = run(name, driver, output, options, weights=weights, progress=bar, on_note=bar.note)

@@ -28,7 +28,7 @@ from thead.avatar import AvatarStore, thead_home
 from thead.enroll import EnrollOptions, enroll, source_kind
 from thead.errors import UsageError
 from thead.faces import ContourRenderer
-from thead.motion import TEMPLATE_SUFFIX, driver_kind
+from thead.motion import TEMPLATE_SUFFIX, DriverOptions, driver_kind
 from thead.train.finetune import FinetuneOptions, finetune_avatar, finetune_steps
 from thead.ui import UIOptions
 from thead.ui.jobs import Jobs, format_seconds, one_sentence, weights_line
@@ -187,9 +187,9 @@ class Page:
             photo = driver_kind(driver) == "photo"
             output = self.out_dir / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}{'.png' if photo else '.mp4'}"
             options = AnimateOptions(
-                motion=motion, paste_back=bool(paste_back), compare=bool(compare), smooth=float(smoothing) > 0,
-                smooth_strength=float(smoothing) or 1.0, device=self.options.device, dtype=dtype,
-                start_s=float(start or 0), duration_s=float(duration) if duration else None,
+                driver=DriverOptions(smooth=float(smoothing) > 0, smooth_strength=float(smoothing) or 1.0,
+                                     start_s=float(start or 0), duration_s=float(duration) if duration else None),
+                motion=motion, paste_back=bool(paste_back), compare=bool(compare), device=self.options.device, dtype=dtype,
             )
             notes: list[str] = []
             with self.jobs.run(request.session_hash, lambda f, s: progress(f, desc=s)) as job:
@@ -324,7 +324,7 @@ def build(options: UIOptions) -> tuple[gr.Blocks, Page]:
                         with gr.Row():
                             m_paste = gr.Checkbox(label="Paste back into the photo")
                             m_compare = gr.Checkbox(label="Compare: driver beside the result")
-                        m_smooth = gr.Slider(0, 3, value=AnimateOptions().smooth_strength, step=0.25, label="Smoothing (0 = off)")
+                        m_smooth = gr.Slider(0, 3, value=DriverOptions().smooth_strength, step=0.25, label="Smoothing (0 = off)")
                         m_dtype = gr.Radio(["fp32", "bf16"], value=AnimateOptions().dtype, label="Precision",
                                            info="bf16: about 2x faster on CPUs with AVX512-BF16 and on GPUs")
                         with gr.Row():
