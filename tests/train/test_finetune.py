@@ -63,7 +63,7 @@ def test_finetune_checks_its_inputs(parity_weights):
         finetune(model, z, frames, frames[:, :, :100], loss_networks=tiny_loss_networks())
 
 
-def test_finetune_avatar_stores_personal_weights_for_its_base_weights(parity_weights, sample_dir, tmp_path):
+def test_finetune_avatar_stores_personal_weights_for_its_base_weights(parity_weights, sample_dir, tmp_path, recorder):
     """``finetune_avatar``, what ``thead ui``'s Fine-tune tab calls: the avatar's shots as
     targets, the result saved beside it and made from the weights it was enrolled with."""
     from thead.avatar import AvatarStore
@@ -73,10 +73,10 @@ def test_finetune_avatar_stores_personal_weights_for_its_base_weights(parity_wei
 
     store = AvatarStore(tmp_path)
     enroll(sample_dir / "fsth_eval_subset" / "train" / "id00017" / "OLguY5ofUrY" / "combined", "alice", EnrollOptions(num_shots=2, landmarks="dlib", device="cpu"), weights=parity_weights, store=store)
-    steps = []
     path = finetune_avatar("alice", FinetuneOptions(steps=2, device="cpu"), store=store, loss_networks=tiny_loss_networks(),
-                           progress=steps.append)
-    assert path == store.finetuned_path("alice") and [p.step for p in steps] == [1, 2]
+                           progress=recorder)
+    assert path == store.finetuned_path("alice") and [u[:3] for u in recorder.updates] == [(1, 2, "finetune"), (2, 2, "finetune")]
+    assert all(u[3].startswith("G ") and ", D " in u[3] for u in recorder.updates)  # the losses as the info
     personal = store.load_finetuned("alice")
     assert personal.base_weights_sha256 == LSR.from_pretrained(parity_weights).weights_sha256
     with pytest.raises(AvatarError):
