@@ -66,12 +66,25 @@ def render_only(animator: Animator, contours: list[torch.Tensor]) -> float:
     return (time.perf_counter() - t) / len(contours)
 
 
+class _Stamps:
+    """A ``thead.progress.Progress`` that records when each frame was written."""
+
+    def __init__(self, stamps: list[float]):
+        self.stamps = stamps
+
+    def update(self, done, total=None, *, stage="", info=""):
+        self.stamps.append(time.perf_counter())
+
+    def note(self, text):
+        pass
+
+
 def end_to_end(animator: Animator, driver: Path, output: Path) -> tuple[float, float, object]:
     """(seconds per frame in the steady state, i.e. from the first frame out to the last;
     seconds per frame overall, including pass 1 and filling the pipeline; the result)."""
     stamps: list[float] = []
     t = time.perf_counter()
-    result = animator(driver, output, progress=lambda done, total: stamps.append(time.perf_counter()))
+    result = animator(driver, output, progress=_Stamps(stamps))
     total = time.perf_counter() - t
     steady = (stamps[-1] - stamps[0]) / max(len(stamps) - 1, 1)
     return steady, total / result.num_frames, result

@@ -142,3 +142,27 @@ def fake_hub(hf_env, hub_weights, monkeypatch):
         server.add_repo(FAKE_REPO, repo_files(hub_weights, FAKE_REPO))
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         yield server
+
+
+class Recorder:
+    """A ``thead.progress.Progress`` that keeps what it receives: ``updates`` as (done, total,
+    stage, info) in order, and ``notes``."""
+
+    def __init__(self):
+        self.updates: list[tuple[int, int | None, str, str]] = []
+        self.notes: list[str] = []
+
+    def update(self, done, total=None, *, stage="", info=""):
+        self.updates.append((done, total, stage, info))
+
+    def note(self, text):
+        self.notes.append(text)
+
+    def counts(self, stage: str | None = None) -> list[int]:
+        return [u[0] for u in self.updates if stage is None or u[2] == stage]
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    """A fresh ``Recorder`` to pass as an API's ``progress``."""
+    return Recorder()

@@ -59,11 +59,11 @@ def test_enroll_folder_matches_encoding_each_shot(tmp_path, sample_dir, encoders
     assert torch.equal(loaded.z_style, avatar.z_style)
 
 
-def test_enroll_one_photo_and_a_video(tmp_path, sample_dir, encoders, detector):
+def test_enroll_one_photo_and_a_video(tmp_path, sample_dir, encoders, detector, recorder):
     store = AvatarStore(tmp_path)
-    notes = []
+    notes = recorder.notes
     one = enroll(sample_dir / TRAIN_17 / "00005_rgb.png", "one", EnrollOptions(num_shots=4), model=encoders, store=store,
-                 detector=detector, on_note=notes.append)
+                 detector=detector, progress=recorder)
     assert one.num_shots == 1 and any("one photo gives one shot" in n for n in notes)
     assert one.photo.shape == (224, 224, 3)
     assert np.array_equal(one.photo, load_image(sample_dir / TRAIN_17 / "00005_rgb.png"))

@@ -64,56 +64,56 @@ def test_tiny_images_are_refused_before_the_detector(tmp_path, size):
         load_image(path)
 
 
-def test_a_bomb_in_a_folder_is_skipped_not_fatal(tmp_path, sample_dir, encoders, detector):
+def test_a_bomb_in_a_folder_is_skipped_not_fatal(tmp_path, sample_dir, encoders, detector, recorder):
     folder = tmp_path / "photos"
     folder.mkdir()
     for i in (0, 5):
         shutil.copy(_frame(sample_dir, i=i), folder / f"{i}.png")
     _bomb(folder / "9bomb.png")
     Image.new("RGB", (1, 1)).save(folder / "9tiny.png")
-    notes = []
+    notes = recorder.notes
     avatar = enroll(folder, "alice", EnrollOptions(num_shots=4), model=encoders, detector=detector,
-                    store=AvatarStore(tmp_path / "store"), on_note=notes.append)
+                    store=AvatarStore(tmp_path / "store"), progress=recorder)
     assert avatar.num_shots == 2
     assert any("9bomb.png" in n for n in notes) and any("9tiny.png" in n for n in notes), notes
 
 
 # -- several people, --overwrite ------------------------------------------------------------
 
-def test_several_people_are_noted_or_refused(tmp_path, sample_dir, encoders, detector):
+def test_several_people_are_noted_or_refused(tmp_path, sample_dir, encoders, detector, recorder):
     folder = tmp_path / "mixed"
     folder.mkdir()
     for person in PEOPLE:
         shutil.copy(_frame(sample_dir, person), folder / f"{person}.png")
     store = AvatarStore(tmp_path / "store")
-    notes = []
-    enroll(folder, "mix", EnrollOptions(num_shots=3), model=encoders, detector=detector, store=store, on_note=notes.append)
+    notes = recorder.notes
+    enroll(folder, "mix", EnrollOptions(num_shots=3), model=encoders, detector=detector, store=store, progress=recorder)
     assert any("3 different people" in n and "id00061.png" in n for n in notes), notes
     with pytest.raises(AvatarError, match="3 different people"):
         enroll(folder, "mix2", EnrollOptions(num_shots=3, one_person=True), model=encoders, detector=detector, store=store)
     assert not store.exists("mix2")
 
 
-def test_one_person_is_not_noted(tmp_path, sample_dir, encoders, detector):
+def test_one_person_is_not_noted(tmp_path, sample_dir, encoders, detector, recorder):
     folder = tmp_path / "same"
     folder.mkdir()
     for i in (0, 8, 16):
         shutil.copy(_frame(sample_dir, i=i), folder / f"{i}.png")
-    notes = []
+    notes = recorder.notes
     enroll(folder, "one", EnrollOptions(num_shots=3, one_person=True), model=encoders, detector=detector,
-           store=AvatarStore(tmp_path / "store"), on_note=notes.append)
+           store=AvatarStore(tmp_path / "store"), progress=recorder)
     assert not any("people" in n for n in notes), notes
 
 
-def test_overwrite_says_it_discards_fine_tuned_weights(tmp_path, sample_dir, encoders, detector):
+def test_overwrite_says_it_discards_fine_tuned_weights(tmp_path, sample_dir, encoders, detector, recorder):
     import torch
 
     store = AvatarStore(tmp_path / "store")
     photo = _frame(sample_dir)
     enroll(photo, "alice", model=encoders, detector=detector, store=store)
     store.save_finetuned("alice", {"layout_generator.x": torch.zeros(2)})
-    notes = []
-    enroll(photo, "alice", EnrollOptions(overwrite=True), model=encoders, detector=detector, store=store, on_note=notes.append)
+    notes = recorder.notes
+    enroll(photo, "alice", EnrollOptions(overwrite=True), model=encoders, detector=detector, store=store, progress=recorder)
     assert any("replaced avatar 'alice' (1 shot," in n and "fine-tuned weights" in n for n in notes), notes
     assert not store.finetuned_path("alice").exists()
 

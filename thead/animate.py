@@ -28,6 +28,7 @@ from thead.enroll import notes_from_warnings
 from thead.errors import UsageError, VideoError
 from thead.faces import ContourRenderer, to_tensor
 from thead.model import LSR
+from thead.progress import SILENT, Progress
 from thead.motion import (
     Driver,
     DriverOptions,
@@ -234,24 +235,24 @@ class Animator:
         driver: str | os.PathLike | MotionTemplate | Driver,
         output: str | os.PathLike,
         *,
-        progress: Callable[[int, int | None], None] | None = None,
-        on_note: Callable[[str], None] = lambda s: None,
+        progress: Progress | None = None,
     ) -> AnimateResult:
         """Animate to ``output``: a video (``.mp4``/``.mov``/``.mkv``) at the driver's exact fps
         with its audio, or an image for a photo driver. Written atomically: on any error or
-        Ctrl-C nothing appears at ``output``. ``progress(done, total)`` after each frame."""
+        Ctrl-C nothing appears at ``output``. ``progress``: an update after each frame, and notes."""
+        progress = progress or SILENT
         t0 = time.perf_counter()
         output = Path(output)
         if self.options.audio is not None and not Path(self.options.audio).is_file():
             raise VideoError(f"--audio {self.options.audio} does not exist")
-        drv = self.open(driver, on_note=on_note)
+        drv = self.open(driver, on_note=progress.note)
         is_image = isinstance(drv, PhotoDriver)
         if is_image and self.options.audio is not None:
             drv, is_image = self._held_photo(drv), False
         check_output(output, "photo" if is_image else drv.kind)
         if is_image:
-            return self._write_image(drv, output, t0, on_note)
-        return self._write_video(drv, output, t0, progress, on_note)
+            return self._write_image(drv, output, t0, progress.note)
+        return self._write_video(drv, output, t0, progress)
 
     def _held_photo(self, photo: PhotoDriver) -> MotionDriver:
         """A photo driver with ``--audio``: the photo's expression, held for the audio's length
@@ -280,10 +281,10 @@ class Animator:
         h, w = frame.image.shape[:2]
         return AnimateResult(output, 1, 0, None, (w, h), False, self.finetuned, time.perf_counter() - t0)
 
-    def _write_video(self, driver: Driver, output: Path, t0: float, progress, on_note) -> AnimateResult:
+    def _write_video(self, driver: Driver, output: Path, t0: float, progress: Progress) -> AnimateResult:
         from thead.video import VideoWriter
 
-        frames = self.frames(driver, on_note=on_note)
+        frames = self.frames(driver, on_note=progress.note)
         first = next(frames, None)  # the output size is known only once the first frame exists
         if first is None:
             raise UsageError(f"the driver {driver.path} has no frames")
@@ -302,13 +303,11 @@ class Animator:
                 try:
                     sink.put(first.image)
                     count = 1
-                    if progress is not None:
-                        progress(count, driver.num_frames)
+                    progress.update(count, driver.num_frames)
                     for frame in frames:
                         sink.put(frame.image)
                         count += 1
-                        if progress is not None:
-                            progress(count, driver.num_frames)
+                        progress.update(count, driver.num_frames)
                     sink.finish()
                 finally:
                     sink.abort()
@@ -334,10 +333,10 @@ def animate(
     *,
     weights: str | os.PathLike | None = None,
     store: AvatarStore | None = None,
-    progress: Callable[[int, int | None], None] | None = None,
-    on_note: Callable[[str], None] = lambda s: None,
+    progress: Progress | None = None,
 ) -> AnimateResult:
     """``thead animate`` as one call: load the avatar and weights, animate, write ``output``."""
+    progress = progress or SILENT
     # Cheap checks first: no weights are loaded for a typo in a path.
     if not isinstance(driver, MotionTemplate):
         if not Path(driver).exists():
@@ -348,5 +347,5 @@ def animate(
     refuse_same_file(output, [driver, options.audio])
     animator = Animator.load(name, options, weights=weights, store=store)
     if animator.personal_skipped:
-        on_note(f"'{name}' has fine-tuned weights made from other base weights; rendering with the base weights")
-    return animator(driver, output, progress=progress, on_note=on_note)
+        progress.note(f"'{name}' has fine-tuned weights made from other base weights; rendering with the base weights")
+    return animator(driver, output, progress=progress)

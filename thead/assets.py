@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from thead.download import Asset, Display, cache_root, remove_cached, resolve_asset
+from thead.download import Asset, cache_root, remove_cached, resolve_asset
 from thead.errors import WeightsError
+from thead.progress import Progress
 
 __all__ = ["VGG19_H5", "VGG_FACE_H5", "load_vgg19", "load_vgg_face", "read_keras_h5", "converted_cache"]
 
@@ -53,7 +54,7 @@ def converted_cache(asset: Asset, cache_dir: str | os.PathLike | None = None) ->
     return asset.cached_path(cache_dir).with_suffix(".safetensors")
 
 
-def load_vgg19(path: str | os.PathLike | None = None, *, cache_dir=None, allow_download: bool = True, display: Display | None = None):
+def load_vgg19(path: str | os.PathLike | None = None, *, cache_dir=None, allow_download: bool = True, display: Progress | None = None):
     """``VGG19Features`` from ``path`` (Keras ``.h5`` or converted ``.safetensors``), else the
     publisher's file (downloaded once, md5-checked, converted, cached)."""
     from thead.nn.backbones.vgg import VGG19Features
@@ -63,7 +64,7 @@ def load_vgg19(path: str | os.PathLike | None = None, *, cache_dir=None, allow_d
     return VGG19Features.from_state(_converted(VGG19_H5, VGG19Features, cache_dir, allow_download, display), VGG19_H5.name)
 
 
-def load_vgg_face(path: str | os.PathLike | None = None, *, cache_dir=None, allow_download: bool = True, display: Display | None = None):
+def load_vgg_face(path: str | os.PathLike | None = None, *, cache_dir=None, allow_download: bool = True, display: Progress | None = None):
     """``VGGFace`` from ``path`` (``vgg_face_weights.h5`` or ``.safetensors``), else the
     published file (downloaded once, converted, cached)."""
     from thead.nn.backbones.vgg import VGGFace

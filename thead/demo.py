@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -23,6 +22,7 @@ from thead.errors import WeightsError
 from thead.faces import CropOptions, make_detector
 from thead.model import ENCODE_NETWORKS, LSR, RENDER_NETWORKS
 from thead.motion import MotionTemplate
+from thead.progress import SILENT, Progress
 from thead.renderer import Renderer
 from thead.runtime import resolve_device
 
@@ -146,18 +146,18 @@ def demo(
     *,
     weights: str | os.PathLike | None = None,
     store: AvatarStore | None = None,
-    progress: Callable[[int, int | None], None] | None = None,
-    on_note: Callable[[str], None] = lambda s: None,
+    progress: Progress | None = None,
 ) -> AnimateResult:
     """Enroll the astronaut, animate it with ``synthetic_motion``, write ``options.output``."""
+    progress = progress or SILENT
     # 1. Weights first: without them there is nothing to show.
     device = resolve_device(options.device)
     model = _load_weights(weights, device)
 
     # 2. Enroll the portrait (K = 1).
-    with notes_from_warnings(on_note):
+    with notes_from_warnings(progress.note):
         detector = make_detector("auto")
-        shot = ShotMaker(detector, CropOptions(), on_note)(astronaut(), "the astronaut portrait", required=True)
+        shot = ShotMaker(detector, CropOptions(), progress.note)(astronaut(), "the astronaut portrait", required=True)
     avatar = avatar_from_shots([shot], options.name, model, source=DEMO_SOURCE, landmarks=detector.name, crop_scale=1.0,
                                weights=_weights_label(weights, loaded=True))
     store = store if store is not None else AvatarStore()
@@ -165,10 +165,10 @@ def demo(
         if not store.exists(options.name) or store.info(options.name).source == DEMO_SOURCE:
             store.save(avatar, overwrite=True)
         else:
-            on_note(f"an avatar named '{options.name}' exists already; the demo's avatar was not saved")
+            progress.note(f"an avatar named '{options.name}' exists already; the demo's avatar was not saved")
 
     # 3. Animate: the encoders are done, so the model becomes the renderer (no copy).
     renderer = Renderer.for_avatar(model, avatar, device=device, dtype=options.dtype, copy=False)
     animator = Animator(renderer, avatar, AnimateOptions(paste_back=options.paste_back, device=options.device, dtype=options.dtype))
     motion = synthetic_motion(avatar.reference_landmarks, options.seconds, options.fps)
-    return animator(motion, options.output, progress=progress, on_note=on_note)
+    return animator(motion, options.output, progress=progress)

@@ -9,8 +9,9 @@ subset, VGG19, VGG-Face, LPIPS, Inception, ...) comes through ``fetch``.
   that is all the publisher gives), else against the sha256 recorded the first time that URL
   was downloaded (trust on first use: ``cache_root()/trust.json``, printed when recorded). A
   file that does not match is deleted and refused.
-- **One progress display**: ``Display`` (size, rate, time left on stderr; ``quiet_display``
-  for tests and scripts).
+- **One progress display**: downloads report through ``thead.progress.Progress`` like every
+  long-running call; ``StderrDisplay`` (the default) shows size, rate and time left on stderr,
+  ``quiet_display`` nothing.
 - **One offline rule**: ``offline()`` is true when ``$THEAD_OFFLINE`` or ``$HF_HUB_OFFLINE``
   is set; then ``fetch`` fails at once, before any network call.
 
@@ -28,16 +29,16 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from thead.errors import WeightsError
+from thead.progress import SILENT, Progress
 
 __all__ = [
     "DownloadError",
-    "Display",
+    "StderrDisplay",
     "Fetched",
     "cache_root",
     "offline",
@@ -77,60 +78,59 @@ def offline() -> bool:
 # ---------------------------------------------------------------------------- display
 
 
-@dataclass
-class Display:
-    """What a download shows: ``start(what, url)``, ``progress(done, total)`` after every block,
-    ``done(what, size, sha256)``, and one-line ``note``s."""
-
-    start: Callable[[str, str], None]
-    progress: Callable[[int, int | None], None]
-    done: Callable[[str, int, str], None]
-    note: Callable[[str], None]
-
-
-def quiet_display() -> Display:
-    return Display(lambda w, u: None, lambda d, t: None, lambda w, s, h: None, lambda s: None)
+def quiet_display() -> Progress:
+    """Shows nothing (tests and scripts): ``thead.progress.SILENT``."""
+    return SILENT
 
 
 def _mb(n: float) -> str:
     return f"{n / 1e6:,.1f} MB"
 
 
-def stderr_display(stream=None) -> Display:
-    """Size, rate and time left on one self-updating stderr line (every 5% when not a TTY)."""
-    out = stream or sys.stderr
-    state = {"t0": 0.0, "shown": -1.0, "first": None, "what": ""}
+class StderrDisplay:
+    """Downloads as a ``thead.progress.Progress``: each transfer's size, rate and time left on
+    one self-updating stderr line (a new line every 5% when not a TTY); notes as plain lines."""
 
-    def start(what: str, url: str) -> None:
-        state.update(t0=time.monotonic(), shown=-1.0, first=None, what=what)
-        print(f"downloading {what} from {url}", file=out, flush=True)
+    def __init__(self, stream=None):
+        self.out = stream or sys.stderr
+        self._reset()
 
-    def progress(done: int, total: int | None) -> None:
-        now = time.monotonic()
-        if state["first"] is None:
-            state["first"] = (done, now)
+    def _reset(self) -> None:
+        self.first: tuple[int, float] | None = None  # (bytes, time) of a transfer's first update
+        self.shown, self.open_line = -1.0, False
+
+    def update(self, done: int, total: int | None = None, *, stage: str = "", info: str = "") -> None:
+        out, now = self.out, time.monotonic()
+        if self.first is None:
+            self.first = (done, now)
             if total:
                 print(f"  size {_mb(total)}", file=out, flush=True)
-        d0, t0 = state["first"]
+        d0, t0 = self.first
         rate = (done - d0) / max(now - t0, 1e-6)
         frac = done / total if total else 0.0
         tty = out.isatty()
-        if tty and now - state["shown"] < 0.2 and done != total:
+        if tty and now - self.shown < 0.2 and done != total:
             return
-        if not tty and (frac - state["shown"] < 0.05 and done != total):
+        if not tty and (frac - self.shown < 0.05 and done != total):
             return
-        state["shown"] = now if tty else frac
+        self.shown = now if tty else frac
         left = f", {((total - done) / rate):.0f} s left" if total and rate > 0 else ""
         size = f"{_mb(done)} / {_mb(total)} ({100 * frac:.0f}%)" if total else _mb(done)
         line = f"  {size} at {rate / 1e6:.1f} MB/s{left}"
         print(("\r" + line + "   ") if tty else line, file=out, end="" if tty else "\n", flush=True)
+        self.open_line = tty
 
-    def done(what: str, size: int, sha256: str) -> None:
-        if out.isatty():
-            print(file=out)
-        print(f"  {what}: {_mb(size)}, sha256 {sha256}", file=out, flush=True)
+    def note(self, text: str) -> None:
+        """A line of its own (ending a transfer's self-updating line); the next update starts
+        a new transfer's measurement."""
+        if self.open_line:
+            print(file=self.out)
+        print(text, file=self.out, flush=True)
+        self._reset()
 
-    return Display(start, progress, done, lambda s: print(s, file=out, flush=True))
+
+def stderr_display(stream=None) -> StderrDisplay:
+    return StderrDisplay(stream)
 
 
 # ---------------------------------------------------------------------------- hashing
@@ -264,7 +264,7 @@ def fetch(
     manual: str,
     sha256: str | None = None,
     md5: str | None = None,
-    display: Display | None = None,
+    display: Progress | None = None,
     timeout_s: float = TIMEOUT_S,
 ) -> Fetched:
     """Download ``url`` to ``target`` (inside the cache root), resuming an earlier partial
@@ -288,11 +288,11 @@ def fetch(
     from gdown.exceptions import FileURLRetrievalError
 
     hasher = hashlib.sha256()
-    display.start(what, url)
+    display.note(f"downloading {what} from {url}")
     tmp = target.with_name(target.name + ".download")  # gdown's own .part files hold partial data
     try:
         gdown.download(
-            url, str(tmp), quiet=True, resume=True, use_cookies=False, progress=display.progress,
+            url, str(tmp), quiet=True, resume=True, use_cookies=False, progress=lambda done, total: display.update(done, total, stage=what),
             hasher=hasher, timeout=(timeout_s, timeout_s),
         )
     except FileURLRetrievalError as e:
@@ -334,7 +334,7 @@ def fetch(
         raise
     os.replace(tmp, target)
     size = target.stat().st_size
-    display.done(what, size, digest)
+    display.note(f"  {what}: {_mb(size)}, sha256 {digest}")
     return Fetched(target, url, digest, size)
 
 
@@ -398,7 +398,7 @@ def resolve_asset(
     cache_dir: str | os.PathLike | None = None,
     also: tuple[Path, ...] = (),
     allow_download: bool = True,
-    display: Display | None = None,
+    display: Progress | None = None,
 ) -> Path:
     """A local, checked copy of ``asset``: in the cache (or one of ``also``, other programs'
     caches), else downloaded into the cache from its first reachable mirror."""

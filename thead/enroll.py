@@ -42,6 +42,7 @@ from thead.faces.images import IMAGE_SUFFIXES
 from thead.faces.landmarks import DetectorKind
 from thead.faces.pose import eye_opening, yaw_asymmetry
 from thead.model import ENCODE_NETWORKS, LSR
+from thead.progress import SILENT, Progress
 from thead.runtime import resolve_device
 from thead.validate import check_one_person
 
@@ -371,16 +372,17 @@ def enroll(
     store: AvatarStore | None = None,
     save: bool = True,
     detector: LandmarkDetector | None = None,
-    on_note: Callable[[str], None] = lambda s: None,
+    progress: Progress | None = None,
 ) -> Avatar:
     """Enroll ``source`` as avatar ``name`` and (with ``save``) store it.
 
     ``model``: an LSR with the encoders (else loaded from ``weights``: a folder, a Hub repo id,
-    or None for ``$THEAD_WEIGHTS``/the default repo). ``on_note`` receives one-line remarks for
+    or None for ``$THEAD_WEIGHTS``/the default repo). ``progress`` receives one-line notes for
     the user (several faces, skipped photos, fewer shots). Raises ``NoFaceError`` when no shot
     has a face, ``AvatarError`` when the name is taken (without ``options.overwrite``).
     """
     # 1. Check inputs before any heavy work.
+    on_note = (progress or SILENT).note
     check_name(name)
     store = store if store is not None else AvatarStore()
     if save and store.exists(name) and not options.overwrite:

@@ -72,6 +72,7 @@ from thead.faces.images import IMAGE_SUFFIXES
 from thead.faces.landmarks import DetectorKind, detect_any_roll
 from thead.faces.pose import mouth_opening, neutral_cost, roll_degrees, uncross_lips
 from thead.faces.smooth import LOOKAHEAD_FRAMES, LookaheadSmoother
+from thead.progress import SILENT, Progress
 from thead.validate import check_npz_sizes, check_range, refuse_same_file
 
 MotionKind = Literal["relative", "absolute"]
@@ -697,8 +698,7 @@ def extract_motion(
     options: DriverOptions = DriverOptions(),
     *,
     detector: LandmarkDetector | None = None,
-    progress: Callable[[int, int | None], None] | None = None,
-    on_note: Callable[[str], None] = lambda s: None,
+    progress: Progress | None = None,
     onto: tuple[str, np.ndarray] | None = None,
     motion: MotionKind = "relative",
 ) -> tuple[MotionTemplate, int]:
@@ -708,12 +708,14 @@ def extract_motion(
     exactly as ``animate`` would draw them for that avatar (``driver_targets`` with ``motion``),
     marked with the avatar's name so ``animate`` feeds them as they are.
     Returns (template, frames without a face). Only landmarks are kept, never pixels.
+    ``progress``: an update after each frame, and notes.
     """
+    progress = progress or SILENT
     if output is not None and Path(output).suffix.lower() != TEMPLATE_SUFFIX:
         raise UsageError(f"a motion template is an .npz file, got {Path(output).name}")
     if output is not None:
         refuse_same_file(output, [driver])
-    source = open_driver(driver, options, detector=detector, on_note=on_note)
+    source = open_driver(driver, options, detector=detector, on_note=progress.note)
     if not isinstance(source, VideoDriver):
         raise UsageError(f"motion templates are extracted from videos, got a {source.kind}: {driver}")
     landmarks, found = [], []
@@ -721,8 +723,7 @@ def extract_motion(
     for frame, target in frames:
         landmarks.append(target)
         found.append(frame.face_found)
-        if progress is not None:
-            progress(len(landmarks), source.num_frames)
+        progress.update(len(landmarks), source.num_frames)
     reference = source.reference_landmarks() if onto is None else None
     template = MotionTemplate(
         landmarks=np.stack(landmarks).astype(np.float32),

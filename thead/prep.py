@@ -23,7 +23,6 @@ import concurrent.futures as cf
 import json
 import multiprocessing
 import warnings
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -38,6 +37,7 @@ from thead.faces.contour import ContourRenderer
 from thead.faces.crop import CROP_SIZE, CropOptions, crop_image, stable_crop_box
 from thead.faces.images import IMAGE_SUFFIXES, load_image
 from thead.faces.landmarks import DetectorKind, Face, LandmarkDetector, auto_fallback_note, make_detector
+from thead.progress import SILENT, Progress
 from thead.video import open_video
 
 if TYPE_CHECKING:
@@ -315,16 +315,14 @@ def _guarded(job: ClipJob, out_dir: Path, options: PrepOptions, tools: _Tools) -
 
 # ---------------------------------------------------------------------------------- prepare
 
-ProgressFn = Callable[[int, int, ClipResult | ClipFailure | None], None]
-
-
 def prepare(
-    src: str | Path, out: str | Path, options: PrepOptions = PrepOptions(), progress: ProgressFn | None = None
+    src: str | Path, out: str | Path, options: PrepOptions = PrepOptions(), progress: Progress | None = None
 ) -> PrepReport:
     """Prepare every clip under ``src`` into ``out`` (see the module docstring).
 
-    ``progress(done, total, item)`` is called once with ``item=None`` when the clips are found
-    (``done=0``), then after each clip. Clips already finished in
+    ``progress``: once the clips are found, the notes on missing tools (``tool_notes``) and an
+    update at 0, then an update after each clip with the failures so far as its ``info``
+    (the report lists them). Clips already finished in
     ``out`` are skipped (listed with ``resumed=True``). Raises ``DatasetError`` when ``src``
     holds no clips; per-clip problems (unreadable video, no face) become ``failures``.
     """
@@ -334,10 +332,18 @@ def prepare(
         kinds = "video files" if options.mode == "videos" else "image folders"
         raise DatasetError(f"no {kinds} found under {src} (--mode {options.mode})")
     out.mkdir(parents=True, exist_ok=True)
-    if progress:
-        progress(0, len(jobs), None)
+    progress = progress or SILENT
+    notes = tool_notes(options)
+    for note in notes:
+        progress.note(note)
+    progress.update(0, len(jobs))
 
     results: list[ClipResult | ClipFailure] = []
+
+    def advance() -> None:
+        failed = sum(isinstance(r, ClipFailure) for r in results)
+        progress.update(len(results), len(jobs), info=f"{failed} failed" if failed else "")
+
     todo = []
     for job in jobs:
         done = _finished(out, job)
@@ -345,24 +351,21 @@ def prepare(
             todo.append(job)
         else:
             results.append(done)
-            if progress:
-                progress(len(results), len(jobs), done)
+            advance()
 
-    notes = tool_notes(options) if todo else []
+    notes = notes if todo else []
     if todo and options.workers == 1:
         tools = _make_tools(options)
         for job in todo:
             results.append(_guarded(job, out, options, tools))
-            if progress:
-                progress(len(results), len(jobs), results[-1])
+            advance()
     elif todo:
         ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
         with cf.ProcessPoolExecutor(min(options.workers, len(todo)), ctx, _init_worker, (options,)) as pool:
             futures = [pool.submit(_run_job, job, out, options) for job in todo]
             for future in cf.as_completed(futures):
                 results.append(future.result())
-                if progress:
-                    progress(len(results), len(jobs), results[-1])
+                advance()
 
     order = {job.out_rel: i for i, job in enumerate(jobs)}
     results.sort(key=lambda r: order[r.clip])

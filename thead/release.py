@@ -41,7 +41,6 @@ from pathlib import Path
 
 from thead.download import (
     OFFLINE_ENVS,
-    Display,
     DownloadError,
     cache_root,
     check_recorded,
@@ -53,6 +52,7 @@ from thead.download import (
     stderr_display,
 )
 from thead.errors import CheckpointError, DatasetError, OutputError
+from thead.progress import Progress
 
 __all__ = [
     "ReleaseAsset",
@@ -287,7 +287,7 @@ def _os_failure(e: OSError, doing: str, manual: str) -> DownloadError:
     return DownloadError(f"{doing} the release failed ({e.strerror or e}); {manual}")
 
 
-def _fetch_archive(asset: ReleaseAsset, url: str, manual: str, display: Display) -> tuple[Path, str]:
+def _fetch_archive(asset: ReleaseAsset, url: str, manual: str, display: Progress) -> tuple[Path, str]:
     """The archive, downloaded (or left complete by an interrupted earlier run), trust-checked."""
     from thead._hash import sha256_file
 
@@ -315,7 +315,7 @@ def _fetch_archive(asset: ReleaseAsset, url: str, manual: str, display: Display)
     return archive, digest
 
 
-def release_weights(*, keep_archive: bool = False, display: Display | None = None) -> Path:
+def release_weights(*, keep_archive: bool = False, display: Progress | None = None) -> Path:
     """The authors' checkpoint, converted and cached (downloading it when needed)."""
     cached = cached_release_weights()
     if cached is not None:
@@ -336,7 +336,7 @@ def release_weights(*, keep_archive: bool = False, display: Display | None = Non
 
 
 @contextlib.contextmanager
-def _archive_kept_only_on_success(archive: Path, keep: bool, display: Display) -> Iterator[None]:
+def _archive_kept_only_on_success(archive: Path, keep: bool, display: Progress) -> Iterator[None]:
     """A failed extraction or conversion deletes the archive (nothing half-done stays in the
     cache); Ctrl-C keeps the complete archive for the next run; success deletes it unless
     ``keep``."""
@@ -396,7 +396,7 @@ def cached_testset() -> Path | None:
     return folder if (folder / PROVENANCE_NAME).is_file() else None
 
 
-def release_testset(*, keep_archive: bool = False, display: Display | None = None) -> Path:
+def release_testset(*, keep_archive: bool = False, display: Progress | None = None) -> Path:
     """The authors' evaluation subset, extracted in the cache (downloading it when needed)."""
     cached = cached_testset()
     if cached is not None:

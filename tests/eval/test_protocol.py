@@ -148,18 +148,7 @@ def test_outputs_mode_scores_any_folder(tmp_path, fsth):
     assert 15 < noisy.values.psnr < 30 and noisy.values.ssim < 0.9 and noisy.values.nmke < 0.2
 
 
-class _Progress:
-    def __init__(self):
-        self.total, self.done = None, 0
-
-    def start(self, description, total):
-        self.total = total
-
-    def advance(self, n=1):
-        self.done += n
-
-
-def test_outputs_with_missing_frames_are_noted_and_scored_on_what_they_have(tmp_path, fsth):
+def test_outputs_with_missing_frames_are_noted_and_scored_on_what_they_have(tmp_path, fsth, recorder):
     # id00017 has frames 0 and 1 of 3 in run K1-gt, id00061 only frame 2; "other" has none of id00061.
     out = tmp_path / "frames"
     for person, run, ids in (("id00017", "K1-gt", (0, 1)), ("id00061", "K1-gt", (2,)), ("id00017", "other", (0, 1, 2))):
@@ -167,10 +156,11 @@ def test_outputs_with_missing_frames_are_noted_and_scored_on_what_they_have(tmp_
         (out / person / run).mkdir(parents=True)
         for i in ids:
             shutil.copy(test / f"{i:05d}_rgb.png", out / person / run / f"{i:05d}.png")
-    progress = _Progress()
     options = _options(tmp_path, people=("id00017", "id00061"), max_frames=3, batch_size=2, metrics=("psnr",))
-    result = evaluate(fsth, None, options, outputs=out, progress=progress)
-    assert progress.total == 2 * 3 * 2 and progress.done == progress.total  # people x frames x runs
+    result = evaluate(fsth, None, options, outputs=out, progress=recorder)
+    done = recorder.counts("evaluating")
+    assert {u[1] for u in recorder.updates} == {2 * 3 * 2}  # people x frames x runs
+    assert done[0] == 0 and done[-1] == 2 * 3 * 2 and done == sorted(done) and len(recorder.updates) == len(recorder.counts())
     assert set(result.notes) >= {
         "outputs: gt K=1 has 2 of 3 frames of id00017",
         "outputs: gt K=1 has 1 of 3 frames of id00061",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -27,7 +29,7 @@ def _psnr(model: LSR, latents, rgb, contour) -> float:
 
 
 @pytest.mark.slow
-def test_finetune_improves_psnr_on_held_out_test_frames(parity_weights, sample_dir):
+def test_finetune_improves_psnr_on_held_out_test_frames(parity_weights, sample_dir, recorder):
     """Starts from the authors' reduced parity checkpoint converted to thead weights (random
     TF initialisation, not meta-learned). Enrolled with K=1 from id00017's `train` frames, the
     release's schedule (24 steps) on all 32 train frames; PSNR on the held-out `test` frames."""
@@ -40,9 +42,8 @@ def test_finetune_improves_psnr_on_held_out_test_frames(parity_weights, sample_d
         latents = model.encode(train_rgb[None, :1], train_contour[None, :1])  # K=1: linspace -> frame 0
     before = _psnr(model, latents, test_rgb, test_contour)
 
-    seen = []
-    personal = finetune(model, latents, train_rgb, train_contour, FinetuneOptions(num_shots=1), seen.append, loss_networks=tiny_loss_networks())
-    assert [p.step for p in seen] == list(range(1, 25)) and seen[-1].steps == 24
+    personal = finetune(model, latents, train_rgb, train_contour, FinetuneOptions(num_shots=1), recorder, loss_networks=tiny_loss_networks())
+    assert recorder.counts("finetune") == list(range(1, 25)) and {u[1] for u in recorder.updates} == {24}
     assert {k.split(".")[0] for k in personal} == {"layout_generator", "image_generator", "discriminator"}
     assert all(torch.equal(v, original[k]) for k, v in model.state_dict().items())  # the model itself is untouched
 
@@ -63,7 +64,7 @@ def test_finetune_checks_its_inputs(parity_weights):
         finetune(model, z, frames, frames[:, :, :100], loss_networks=tiny_loss_networks())
 
 
-def test_finetune_avatar_stores_personal_weights_for_its_base_weights(parity_weights, sample_dir, tmp_path):
+def test_finetune_avatar_stores_personal_weights_for_its_base_weights(parity_weights, sample_dir, tmp_path, recorder):
     """``finetune_avatar``, what ``thead ui``'s Fine-tune tab calls: the avatar's shots as
     targets, the result saved beside it and made from the weights it was enrolled with."""
     from thead.avatar import AvatarStore
@@ -73,10 +74,10 @@ def test_finetune_avatar_stores_personal_weights_for_its_base_weights(parity_wei
 
     store = AvatarStore(tmp_path)
     enroll(sample_dir / "fsth_eval_subset" / "train" / "id00017" / "OLguY5ofUrY" / "combined", "alice", EnrollOptions(num_shots=2, landmarks="dlib", device="cpu"), weights=parity_weights, store=store)
-    steps = []
     path = finetune_avatar("alice", FinetuneOptions(steps=2, device="cpu"), store=store, loss_networks=tiny_loss_networks(),
-                           progress=steps.append)
-    assert path == store.finetuned_path("alice") and [p.step for p in steps] == [1, 2]
+                           progress=recorder)
+    assert path == store.finetuned_path("alice") and [u[:3] for u in recorder.updates] == [(1, 2, "finetune"), (2, 2, "finetune")]
+    assert all(re.fullmatch(r"\w+ -?\d+\.\d{3}(, \w+ -?\d+\.\d{3}){0,3}", u[3]) for u in recorder.updates)  # up to 4 losses as the info
     personal = store.load_finetuned("alice")
     assert personal.base_weights_sha256 == LSR.from_pretrained(parity_weights).weights_sha256
     with pytest.raises(AvatarError):

@@ -58,17 +58,27 @@ def test_short_run_halves_l1(processed, index_path, tmp_path):
     assert [r["step"] for r in log] == list(range(1, 41)) and {"G/l1", "D/r1", "D/r2", "G/vgg_face"} <= set(log[-1]["losses"])
 
 
+class _SignalAt:
+    """A ``thead.progress.Progress`` that sends ``signum`` to this process after step ``step``."""
+
+    def __init__(self, step: int, signum: int):
+        self.step, self.signum = step, signum
+
+    def update(self, done, total=None, *, stage="", info=""):
+        if done == self.step:
+            os.kill(os.getpid(), self.signum)
+
+    def note(self, text):
+        pass
+
+
 def test_interrupted_and_resumed_run_is_bit_exact(processed, index_path, tmp_path):
     cfg = tiny_meta_config(sample_every=2)
     common = dict(data=processed, model_config=LSRConfig.reduced(), loss_networks=tiny_loss_networks(), index_path=index_path)
     train(cfg, out=tmp_path / "straight", steps=4, **common)
 
-    def ctrl_c_at_step_2(report):
-        if report.step == 2:
-            os.kill(os.getpid(), signal.SIGINT)  # the handler lets the running step finish
-
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, out=tmp_path / "resumed", steps=4, on_step=ctrl_c_at_step_2, **common)
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C at step 2: the handler lets the running step finish
+        train(cfg, out=tmp_path / "resumed", steps=4, progress=_SignalAt(2, signal.SIGINT), **common)
     stopped = latest_checkpoint(tmp_path / "resumed")
     assert stopped.name == "step-000000003"
     assert json.loads((stopped / "state.json").read_text())["position"] == 3
@@ -84,13 +94,8 @@ def test_interrupted_and_resumed_run_is_bit_exact(processed, index_path, tmp_pat
 
 def test_sigterm_checkpoints_and_stops_like_ctrl_c(processed, index_path, tmp_path):
     cfg = tiny_meta_config()
-
-    def sigterm_at_step_1(report):
-        if report.step == 1:
-            os.kill(os.getpid(), signal.SIGTERM)  # a scheduler stopping the job
-
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, out=tmp_path / "run", steps=4, on_step=sigterm_at_step_1, data=processed, model_config=LSRConfig.reduced(),
+    with pytest.raises(KeyboardInterrupt):  # a scheduler stopping the job at step 1
+        train(cfg, out=tmp_path / "run", steps=4, progress=_SignalAt(1, signal.SIGTERM), data=processed, model_config=LSRConfig.reduced(),
               loss_networks=tiny_loss_networks(), index_path=index_path)
     assert latest_checkpoint(tmp_path / "run").name == "step-000000002"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored

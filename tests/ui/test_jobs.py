@@ -16,12 +16,12 @@ def test_one_job_at_a_time_and_cancel_reaches_only_its_own_session():
     started = threading.Event()
 
     def first():
-        with jobs.run("a") as job:
+        with jobs.run("a", unit="frames") as job:
             order.append("a starts")
             started.set()
             try:
                 while True:  # a render: progress after each frame
-                    job.progress(1, 10, "frames")
+                    job.update(1, 10)
                     time.sleep(0.01)
             except Cancelled:
                 order.append("a cancelled")
@@ -46,15 +46,17 @@ def test_one_job_at_a_time_and_cancel_reaches_only_its_own_session():
     assert not jobs.cancel("a")  # finished jobs are forgotten
 
 
-def test_progress_reports_count_and_time_left():
+def test_progress_reports_count_and_time_left_and_keeps_notes():
     seen = []
     jobs = Jobs()
-    with jobs.run("s", lambda f, s: seen.append((f, s))) as job:
+    with jobs.run("s", lambda f, s: seen.append((f, s)), unit="frames") as job:
         job.started -= 10.0  # as if 10 s had passed
-        job.progress(5, 20, "frames")
-        job.progress(3, None, "frames")
+        job.update(5, 20)
+        job.update(3, None, stage="render", info="ignored by the page")
+        job.note("the driver's face is rolled 30°")
     assert seen[-2][0] == 0.25 and seen[-2][1].startswith("5/20 frames") and "30 s left" in seen[-2][1]
     assert seen[-1] == (None, "3 frames · 10 s so far")
+    assert job.notes == ["the driver's face is rolled 30°"]
 
 
 def test_errors_are_one_sentence():

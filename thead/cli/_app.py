@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import enum
-
 import typer
 from rich.console import Console
 
@@ -46,11 +44,3 @@ def _root(
 # Progress and messages go to stderr so that stdout stays clean for results.
 err_console = Console(stderr=True)
 out_console = Console()
-
-
-class LandmarkChoice(str, enum.Enum):
-    """``--landmarks``: auto = FAN when installed and its weights cached, else dlib."""
-
-    auto = "auto"
-    dlib = "dlib"
-    fan = "fan"

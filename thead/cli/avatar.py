@@ -10,13 +10,31 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
-from thead.cli._app import LandmarkChoice, app, avatars_app, err_console, motion_app, out_console
+from thead.cli._app import app, avatars_app, err_console, motion_app, out_console
 from thead.cli._defaults import option_defaults
-from thead.cli.weights import WeightsOption
+from thead.cli._options import (
+    CropScale,
+    Device,
+    DType,
+    DTypeChoice,
+    Duration,
+    Face,
+    LandmarkChoice,
+    Landmarks,
+    MaxFrames,
+    Motion,
+    MotionChoice,
+    Overwrite,
+    OverwriteAvatar,
+    Quiet,
+    Reference,
+    Start,
+    Weights,
+)
+from thead.cli._progress import Bar
 from thead.validate import check_input_file, check_new_output
 
 # The library's defaults, shown by --help (read without importing torch: see _defaults).
@@ -27,72 +45,9 @@ _C = option_defaults("thead.faces.crop", "CropOptions")
 _M = option_defaults("thead.motion", "DriverOptions")
 
 
-class MotionChoice(str, enum.Enum):
-    relative = "relative"
-    absolute = "absolute"
-
-
 class PickChoice(str, enum.Enum):
     best = "best"
     even = "even"
-
-
-class DTypeChoice(str, enum.Enum):
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
-
-
-Device = Annotated[Optional[str], typer.Option("--device", help="cpu or cuda (default: cuda when present).")]
-DType = Annotated[DTypeChoice, typer.Option("--dtype", help="fp32; bf16 (~2x faster on AVX512-BF16 CPUs and GPUs); fp16 (CUDA).")]
-Landmarks = Annotated[LandmarkChoice, typer.Option("--landmarks", help="Landmark backend: auto (FAN if installed and cached, else dlib).")]
-Face = Annotated[int, typer.Option("--face", min=0, help="Which face when there are several: 0 = the largest.")]
-CropScale = Annotated[float, typer.Option("--crop-scale", min=0.25, max=4.0, help="Crop side multiplier (>1 shows more background).")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or notes; errors only.")]
-Overwrite = Annotated[bool, typer.Option("--overwrite", "-y", help="Replace the output file if it exists.")]
-MaxFrames = Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Stop after this many driver frames.")]
-Start = Annotated[float, typer.Option("--start", min=0.0, help="Seconds into the driver (video or motion template) to start at; its audio follows.")]
-Duration = Annotated[Optional[float], typer.Option("--duration", min=0.0, help="Seconds of the driver to use (default: to the end).")]
-Reference = Annotated[str, typer.Option("--reference", help="Relative motion's neutral driver frame: auto (mouth closed, eyes open, frontal), first, or a frame number.")]
-
-
-class _FpsColumn(ProgressColumn):
-    def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:.1f} fps" if speed else "-- fps", style="progress.data.speed")
-
-
-class _Bar:
-    """A rich progress bar on stderr with fps and ETA (nothing with --quiet)."""
-
-    def __init__(self, label: str, quiet: bool):
-        self.quiet, self.label = quiet, label
-        # Bars only on a terminal: redirected stderr (logs, CI) gets the notes and the summary.
-        self._progress = None if quiet or not err_console.is_terminal else Progress(
-            TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), _FpsColumn(), TimeRemainingColumn(),
-            console=err_console, transient=True,
-        )
-        self._task = None
-
-    def __enter__(self):
-        if self._progress is not None:
-            self._progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
-
-    def __call__(self, done: int, total: int | None) -> None:
-        if self._progress is None:
-            return
-        if self._task is None:
-            self._task = self._progress.add_task(self.label, total=total)
-        self._progress.update(self._task, completed=done, total=total)
-
-    def note(self, message: str) -> None:
-        if not self.quiet:
-            err_console.print(f"note: {message}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _fps(fps) -> str:
@@ -104,12 +59,12 @@ def enroll(
     source: Annotated[Path, typer.Argument(help="A photo, a folder of photos, or a video of one person.")],
     name: Annotated[str, typer.Option("--name", help="The avatar's name (letters, digits, '-', '_').")],
     shots: Annotated[int, typer.Option("--shots", min=1, max=1024, help="K: photos or video frames to encode (at most those available).")] = _E.num_shots,
-    weights: WeightsOption = None,
+    weights: Weights = None,
     landmarks: Landmarks = LandmarkChoice(_E.landmarks),
     face: Face = _C.face_index,
     crop_scale: CropScale = _C.scale,
     device: Device = _E.device,
-    overwrite: Annotated[bool, typer.Option("--overwrite", "-y", help="Replace an avatar of the same name (and drop its fine-tuned weights).")] = _E.overwrite,
+    overwrite: OverwriteAvatar = _E.overwrite,
     one_person: Annotated[bool, typer.Option("--one-person", help="Refuse shots that show different people (by default a note says so).")] = _E.one_person,
     pick: Annotated[PickChoice, typer.Option("--pick", help="best: each shot the best of its part of the video/folder (open eyes, frontal, sharp, inside the picture); even: the authors' evenly spaced frames.")] = PickChoice(_E.pick),
     quiet: Quiet = False,
@@ -121,9 +76,9 @@ def enroll(
 
     options = EnrollOptions(shots, landmarks.value, CropOptions(scale=crop_scale, face_index=face), device, overwrite,
                             one_person=one_person, pick=pick.value)
-    bar = _Bar("enroll", quiet)
-    with err_console.status(f"enrolling {name}...") if bar._progress is not None else contextlib.nullcontext():
-        avatar = run(source, name, options, weights=weights, on_note=bar.note)
+    bar = Bar("enroll", quiet=quiet)  # notes only: enrolment has no count, a spinner shows it runs
+    with err_console.status(f"enrolling {name}...") if bar.shown else contextlib.nullcontext():
+        avatar = run(source, name, options, weights=weights, progress=bar)
     if not quiet:
         err_console.print(f"enrolled '{avatar.name}' from {avatar.num_shots} shot(s) ({avatar.info.landmarks} landmarks)", highlight=False, markup=False)
 
@@ -133,7 +88,7 @@ def animate(
     name: Annotated[str, typer.Argument(help="The avatar to animate (see thead avatars list).")],
     driver: Annotated[Path, typer.Option("--driver", help="A video, a photo, or a motion template (.npz).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output video (.mp4) or, for a photo driver, image (.png/.jpg).")],
-    motion: Annotated[MotionChoice, typer.Option("--motion", help="relative: the avatar keeps its face shape (any driver); absolute: the driver's landmarks as is (self-reenactment).")] = MotionChoice(_A.motion),
+    motion: Motion = MotionChoice(_A.motion),
     paste_back: Annotated[bool, typer.Option("--paste-back", help="Composite into the avatar's photo at its resolution.")] = _A.paste_back,
     compare: Annotated[bool, typer.Option("--compare", help="Left: the driver's 224 crop as the landmarks saw it (a motion template: its own landmarks drawn); right: the result.")] = _A.compare,
     smooth: Annotated[bool, typer.Option("--smooth/--no-smooth", help="Smooth the driver's landmarks over time (One-Euro, looking ahead in files: no lag).")] = _M.smooth,
@@ -141,7 +96,7 @@ def animate(
     device: Device = _A.device,
     dtype: DType = DTypeChoice(_A.dtype),
     batch: Annotated[Optional[int], typer.Option("--batch", min=1, max=256, help="Frames per render call (default: 2 on CPU, 8 on CUDA).")] = _A.batch,
-    weights: WeightsOption = None,
+    weights: Weights = None,
     landmarks: Landmarks = LandmarkChoice(_M.landmarks),
     face: Face = _C.face_index,
     crop_scale: CropScale = _C.scale,
@@ -168,8 +123,8 @@ def animate(
         driver=driver_options, motion=motion.value, paste_back=paste_back, compare=compare, device=device,
         dtype=dtype.value, batch=batch, finetuned=finetuned, audio=audio, compile=compile,
     )
-    with _Bar(name, quiet) as bar:
-        result = run(name, driver, output, options, weights=weights, progress=bar, on_note=bar.note)
+    with Bar(name, quiet=quiet, rate="fps") as bar:
+        result = run(name, driver, output, options, weights=weights, progress=bar)
     _summary(result, quiet)
 
 
@@ -192,7 +147,7 @@ def _summary(result, quiet: bool) -> None:
 @app.command()
 def demo(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output video.")] = _D.output,
-    weights: WeightsOption = None,
+    weights: Weights = None,
     seconds: Annotated[float, typer.Option("--seconds", min=0.1, max=600.0, help="Length of the synthetic motion.")] = _D.seconds,
     paste_back: Annotated[bool, typer.Option("--paste-back", help="Composite into the full portrait.")] = _D.paste_back,
     device: Device = _D.device,
@@ -205,8 +160,8 @@ def demo(
     from thead.demo import DemoOptions, demo as run
 
     options = DemoOptions(output=output, seconds=seconds, paste_back=paste_back, device=device, dtype=dtype.value)
-    with _Bar("demo", quiet) as bar:
-        result = run(options, weights=weights, progress=bar, on_note=bar.note)
+    with Bar("demo", quiet=quiet, rate="fps") as bar:
+        result = run(options, weights=weights, progress=bar)
     _summary(result, quiet)
 
 
@@ -302,8 +257,8 @@ def extract(
         from thead.avatar import AvatarStore
 
         target = (onto, AvatarStore().load(onto).reference_landmarks)
-    with _Bar("motion", quiet) as bar, notes_from_warnings(bar.note):  # notes, not Python warnings (-q: none)
-        template, missing = extract_motion(video, output, options, progress=bar, on_note=bar.note, onto=target, motion=motion.value)
+    with Bar("motion", quiet=quiet, rate="fps") as bar, notes_from_warnings(bar.note):  # notes, not Python warnings (-q: none)
+        template, missing = extract_motion(video, output, options, progress=bar, onto=target, motion=motion.value)
     if not quiet:
         err_console.print(f"wrote {output}: {template.num_frames} frames, {_fps(template.fps)}", highlight=False, markup=False)
         if missing:

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from thead.cli._app import LandmarkChoice, app, err_console, out_console
+from thead.cli._app import app, err_console, out_console
 from thead.cli._defaults import option_defaults
+from thead.cli._options import CpuDevice, LandmarkChoice, Landmarks, Weights
+from thead.cli._progress import Bar
 from thead.errors import UsageError
 
 _D = option_defaults("thead.eval.options", "EvalOptions")  # the defaults, shown by --help
@@ -33,23 +34,10 @@ def _csv(text: str, what: str, cast=str) -> tuple:
         raise UsageError(f"--{what} takes a comma-separated list, got {text!r}") from None
 
 
-class _Bar:
-    """``thead.eval.protocol.Progress`` on a rich bar (stderr), with ETA."""
-
-    def __init__(self, bar: Progress):
-        self.bar, self.task = bar, None
-
-    def start(self, description: str, total: int) -> None:
-        self.task = self.bar.add_task(description, total=total)
-
-    def advance(self, n: int = 1) -> None:
-        self.bar.advance(self.task, n)
-
-
 @app.command("eval")
 def eval_command(
     testset: Annotated[str, typer.Option("--testset", help="FSTH-layout folder (train/, test/), or 'voxceleb' ($THEAD_VOXCELEB_FSTH, else the authors' evaluation subset, downloaded once).")],
-    weights: Annotated[Optional[str], typer.Option("--weights", help="LSR weights: folder or Hub repo id (default: $THEAD_WEIGHTS or thead's).")] = None,
+    weights: Weights = None,
     shots: Annotated[str, typer.Option("--shots", help="Values of K, comma-separated.")] = ",".join(map(str, _D.shots)),
     finetune: Annotated[bool, typer.Option("--finetune", help="Also score fine-tuned models (stage C).")] = _D.finetune,
     id_model: Annotated[IdModelChoice, typer.Option("--id-model", help="ID-SIM embedding: VGG-Face fc8 (the paper's) or dlib (offline).")] = IdModelChoice(_D.id_model),
@@ -57,9 +45,9 @@ def eval_command(
     report_dir: Annotated[Path, typer.Option("-o", "--output", help="Report folder (also caches generated frames).")] = _D.output_dir,
     people: Annotated[str, typer.Option("--people", help="Only these persons, comma-separated (default: all).")] = ",".join(_D.people),
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", help="Test frames per person (default: all).")] = _D.max_frames,
-    detector: Annotated[LandmarkChoice, typer.Option("--landmarks", help="Landmark detector for contours and NMKE.")] = LandmarkChoice(_D.detector),
+    detector: Landmarks = LandmarkChoice(_D.detector),  # for the contour drawings and NMKE
     nmke: Annotated[NMKEChoice, typer.Option("--nmke", help="NMKE normaliser: Bi-layer's eye centres or LPD's outer eye corners.")] = NMKEChoice(_D.nmke_normalization),
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = _D.device,
+    device: CpuDevice = _D.device,
     download: Annotated[bool, typer.Option("--download/--no-download", help="Fetch missing metric weights from their publishers.")] = _D.allow_download,
 ) -> None:
     """Evaluate LSR on the few-shot test set (PSNR, SSIM, LPIPS, ID-SIM, NMKE, FID) and write
@@ -77,9 +65,8 @@ def eval_command(
         from thead.release import authors_outputs
 
         outputs = authors_outputs()
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err_console, transient=True) as bar:
-        result = evaluate(testset, weights, options, outputs=outputs, progress=_Bar(bar))
+    with Bar("eval") as bar:
+        result = evaluate(testset, weights, options, outputs=outputs, progress=bar)
     files = write_report(result, report_dir)
     out_console.print(results_table(result))
     for note in result.notes:

@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from thead.cli._app import app, err_console
 from thead.cli._defaults import option_defaults
+from thead.cli._options import CpuDevice, LandmarkChoice, Landmarks
+from thead.cli._progress import Bar
 
 _DEFAULTS = option_defaults("thead.prep", "PrepOptions")  # shown by --help, read without importing
 
@@ -21,29 +22,20 @@ def prep_command(
     mode: Annotated[str, typer.Option(help="videos (k frames per clip) or images (every frame).")] = _DEFAULTS.mode,
     k: Annotated[int, typer.Option("--k", help="Frames kept per clip: i mod (n//k+1) == 0.")] = _DEFAULTS.k,
     workers: Annotated[int, typer.Option(help="Clips prepared in parallel processes.")] = _DEFAULTS.workers,
-    landmarks: Annotated[str, typer.Option(help="Landmark backend: auto, fan or dlib.")] = _DEFAULTS.landmarks,
+    landmarks: Landmarks = LandmarkChoice(_DEFAULTS.landmarks),
     segmaps: Annotated[
         bool, typer.Option("--segmaps/--no-segmaps", help="Write face-parsing maps (needs the parser weights).")
     ] = _DEFAULTS.segmaps,
-    device: Annotated[str, typer.Option(help="Torch device for FAN and the face parser.")] = _DEFAULTS.device,
+    device: CpuDevice = _DEFAULTS.device,
 ) -> None:
     """Prepare training data: frames, contour drawings and segmaps, resumable, with a manifest."""
-    from thead.prep import ClipFailure, PrepOptions, prepare, tool_notes
+    from thead.prep import PrepOptions, prepare
 
-    options = PrepOptions(mode=mode, k=k, workers=workers, landmarks=landmarks, segmaps=segmaps, device=device)
-    columns = (TextColumn("prep"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
-        task = bar.add_task("prep", total=None)
-
-        def progress(done: int, total: int, item) -> None:
-            bar.update(task, completed=done, total=total)
-            if item is None:  # clips found: say once what will be missing
-                for note in tool_notes(options):
-                    bar.console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
-            elif isinstance(item, ClipFailure):
-                bar.console.print(f"skipped {item.clip}: {item.error}", markup=False, highlight=False, soft_wrap=True)
-
-        report = prepare(src, out, options, progress)
+    options = PrepOptions(mode=mode, k=k, workers=workers, landmarks=landmarks.value, segmaps=segmaps, device=device)
+    with Bar("prep") as bar:  # the failures so far beside the count; each one listed below
+        report = prepare(src, out, options, bar)
+    for failure in report.failures:
+        err_console.print(f"skipped {failure.clip}: {failure.error}", markup=False, highlight=False, soft_wrap=True)
     no_face = sum(len(c.no_face) for c in report.clips)
     err_console.print(
         f"prepared {len(report.clips)} clips ({report.num_frames} frames; {report.num_resumed} already done) "

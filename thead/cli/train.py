@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from thead.cli._app import app, err_console, out_console, train_app
+from thead.cli._options import BaseWeights, Device
+from thead.cli._progress import Bar
 
 
 class ModelSize(str, enum.Enum):
@@ -36,7 +37,6 @@ Workers = Annotated[Optional[int], typer.Option("--workers", help="Data loader w
 Vgg19 = Annotated[Optional[Path], typer.Option("--vgg19", help="VGG19 weights (Keras .h5 or converted .safetensors); default: download once.")]
 VggFace = Annotated[Optional[Path], typer.Option("--vgg-face", help="VGG-Face weights (vgg_face_weights.h5 or .safetensors); default: download once.")]
 Index = Annotated[Optional[Path], typer.Option("--index", help="Where the data index is kept (default: DATA/thead-index.npz).")]
-Device = Annotated[Optional[str], typer.Option("--device", help="cpu or cuda (default: cuda when present).")]
 
 
 def _loss_networks(config, vgg19: Path | None, vgg_face: Path | None):
@@ -73,15 +73,26 @@ def _run(config, data, out, steps, vgg19, vgg_face, index, device, model_size, i
 
     _check_data(data)
     model_config = None if init is not None else (LSRConfig.reduced() if model_size == ModelSize.reduced else LSRConfig())
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err_console, transient=True) as bar:
-        task = bar.add_task(f"train {config.stage}", total=None, info="")
-
-        def on_step(r) -> None:
-            shown = ", ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in list(r.losses.items())[:4])
-            bar.update(task, completed=r.step, total=r.end_step, info=f"{r.images_per_s:.2f} img/s · {shown}")
-
-        result = train(config, data=data, out=out, model_config=model_config, init=init, loss_networks=_loss_networks(config, vgg19, vgg_face), steps=steps, index_path=index, device=device, on_step=on_step)
+    with Bar(f"train {config.stage}") as bar:  # img/s and the first losses beside the count
+        result = train(config, data=data, out=out, model_config=model_config, init=init, loss_networks=_loss_networks(config, vgg19, vgg_face), steps=steps, index_path=index, device=device, progress=bar)
     out_console.print(f"step {result.step}: checkpoint {result.checkpoint}" + (f" ({result.skipped_files} unreadable files skipped)" if result.skipped_files else ""))
+
+
+class _CpuEstimate:
+    """The bar, plus one line with the run's expected length once a step has been timed: the
+    second (the first CPU step also grows the heap to its peak)."""
+
+    def __init__(self, bar: Bar, started: float):
+        self.bar, self.note, self.started, self.last = bar, bar.note, started, started
+
+    def update(self, done: int, total: int | None = None, *, stage: str = "", info: str = "") -> None:
+        now = time.perf_counter()
+        if total and done == min(2, total):
+            step_s = now - self.last
+            estimate = now - self.started + step_s * (total - done)
+            err_console.print(f"about {estimate / 60:.1f} min on this CPU ({step_s:.1f} s per step)")
+        self.last = now
+        self.bar.update(done, total, stage=stage, info=info)
 
 
 def _config(base, batch_size, workers):
@@ -136,7 +147,7 @@ def finetune(
     name: Annotated[str, typer.Argument(help="The avatar to fine-tune.")],
     shots: Annotated[Optional[int], typer.Option("--shots", min=1, max=1024, help="K, which sets the step count (default: the avatar's number of shots).")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, max=100_000, help="Steps (default by K: 24/60/100/200/400 for K<4/<8/<16/<32/else).")] = None,
-    weights: Annotated[Optional[str], typer.Option("--weights", help="Base LSR weights (default: the ones the avatar was enrolled with).")] = None,
+    weights: BaseWeights = None,
     vgg19: Vgg19 = None, vgg_face: VggFace = None, device: Device = None,
 ) -> None:
     """Stage C: personal G^l, G^s and D for one avatar (latents and encoders frozen); the
@@ -152,15 +163,7 @@ def finetune(
     on_cpu = job.device.type == "cpu"
     err_console.print(f"fine-tuning {name}: {total} steps on its {n} shot{'s' if n != 1 else ''}" + (" on the CPU; timing the first steps for an estimate" if on_cpu else ""))
     started = time.perf_counter()
-    with Progress(TextColumn("[bold]finetune"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err_console, transient=True) as bar:
-        task = bar.add_task("finetune", total=total)
-
-        def progress(p) -> None:
-            # The first CPU step also grows the heap to its peak: estimate from the second.
-            if on_cpu and p.step == min(2, p.steps):
-                estimate = time.perf_counter() - started + p.seconds * (p.steps - p.step)
-                bar.console.print(f"about {estimate / 60:.1f} min on this CPU ({p.seconds:.1f} s per step)")
-            bar.update(task, completed=p.step)
-
+    with Bar("finetune") as bar:
+        progress = _CpuEstimate(bar, started) if on_cpu else bar
         path = job.run(progress, loss_networks=_loss_networks(meta_learning(), vgg19, vgg_face))
     out_console.print(f"{name}: fine-tuned {total} steps in {time.perf_counter() - started:.0f} s -> {path}")

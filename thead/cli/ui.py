@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from thead.cli._app import app, err_console
-from thead.cli.weights import WeightsOption
+from thead.cli._options import Device, Weights
 
 
 @app.command()
@@ -15,8 +15,8 @@ def ui(
     host: Annotated[str, typer.Option("--host", help="Address to serve on (0.0.0.0: every interface; mind who can reach it).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to serve on.")] = 7860,
     share: Annotated[bool, typer.Option("--share", help="Also publish a temporary public gradio.live link.")] = False,
-    weights: WeightsOption = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu or cuda (default: cuda when present).")] = None,
+    weights: Weights = None,
+    device: Device = None,
     max_upload_mb: Annotated[int, typer.Option("--max-upload-mb", help="Largest upload accepted, in MB.")] = 200,
 ) -> None:
     """Serve the avatar workflow (enroll, avatars, animate, fine-tune) as a local web page."""

@@ -1,5 +1,5 @@
 """``thead weights download|info|push|convert``: thin wrappers over ``thead.hub`` and
-``thead.convert``. ``WeightsOption`` is the ``--weights`` option every command shares."""
+``thead.convert``."""
 
 from __future__ import annotations
 
@@ -11,17 +11,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from thead.cli._app import err_console, out_console, weights_app
+from thead.cli._options import Weights
 from thead.hub import DEFAULT_REPO_ID, WEIGHTS_ENV
-
-WeightsOption = Annotated[
-    Optional[str],
-    typer.Option(
-        "--weights",
-        help=f"LSR weights: a local folder or a Hub repo id owner/name or owner/name@revision (default: ${WEIGHTS_ENV}, else the cached model, {DEFAULT_REPO_ID}, or the authors' release, fetched and converted).",
-        envvar=WEIGHTS_ENV,
-        show_envvar=False,
-    ),
-]
 
 
 def _print_table(table: Table) -> None:
@@ -49,7 +40,7 @@ def download(
 
 
 @weights_app.command("info")
-def info(weights: WeightsOption = None) -> None:
+def info(weights: Weights = None) -> None:
     """Show the config, parameters per network, file hashes and provenance of the weights."""
     from thead.hub import resolve_weights, summarize_weights
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Protocol
 
 from thead.eval.frames import FrameSource, LSRFrames, OutputFrames, ground_truth, index_outputs
 from thead.eval.options import EvalOptions
@@ -40,22 +39,7 @@ from thead.eval.testset import (
     resolve_testset,
 )
 from thead.enroll import shot_indices
-
-
-class Progress(Protocol):
-    """What the CLI's progress bar implements (the API prints nothing itself)."""
-
-    def start(self, description: str, total: int) -> None: ...
-
-    def advance(self, n: int = 1) -> None: ...
-
-
-class _NoProgress:
-    def start(self, description: str, total: int) -> None:
-        pass
-
-    def advance(self, n: int = 1) -> None:
-        pass
+from thead.progress import SILENT, Progress
 
 
 def evaluate(
@@ -66,10 +50,13 @@ def evaluate(
     outputs: str | os.PathLike | None = None,
     progress: Progress | None = None,
 ) -> EvalResult:
-    """Run the protocol with LSR ``weights`` (or score the frames in ``outputs``)."""
+    """Run the protocol with LSR ``weights`` (or score the frames in ``outputs``).
+
+    ``progress``: test frames scored so far (stage "evaluating"; a run's missing frames count
+    as done); the notes go into the result, not to ``progress``."""
     from thead.faces.landmarks import make_detector
 
-    progress = progress or _NoProgress()
+    progress = progress or SILENT
     # 1. Check inputs before loading any network (an outputs folder is indexed here).
     root = resolve_testset(testset)
     ts = load_testset(root).select(options.people)
@@ -90,20 +77,23 @@ def evaluate(
 
     # 3. Per person: ground truth once, then every run's frames, scored in batches.
     accs = {run: RunAccumulator() for run in runs}
-    progress.start("evaluating", sum(len(p.test_frames[: options.max_frames]) for p in ts.people) * len(runs))
+    total, done = sum(len(p.test_frames[: options.max_frames]) for p in ts.people) * len(runs), 0
+    progress.update(done, total, stage="evaluating")
     for person in ts.people:
         gt = ground_truth(person, detector, options, notes, contours=frames.needs_contours)
         for run in runs:
             sel, fakes = frames.frames(person, run, gt)
             if len(sel) < len(gt.ids):  # frames the run does not have
-                progress.advance(len(gt.ids) - len(sel))
+                done += len(gt.ids) - len(sel)
+                progress.update(done, total, stage="evaluating")
             for start in range(0, len(sel), options.batch_size):
                 chunk = sel[start : start + options.batch_size]
                 scorer.score(
                     accs[run], person.key, [gt.ids[j] for j in chunk], [gt.images[j] for j in chunk],
                     [fakes[start + n] for n in range(len(chunk))], [gt.faces[j] for j in chunk],
                 )
-                progress.advance(len(chunk))
+                done += len(chunk)
+                progress.update(done, total, stage="evaluating")
 
     # 4. Rows.
     results = tuple(scorer.result(run, accs[run]) for run in runs if accs[run].per_person)

@@ -11,9 +11,9 @@
 """
 
 from thead.train.config import LossWeights, OptimizerConfig, TrainConfig, layout_pretraining, meta_learning
-from thead.train.finetune import AvatarFinetune, FinetuneOptions, FinetuneProgress, finetune, finetune_avatar, finetune_steps, prepare_avatar_finetune
+from thead.train.finetune import AvatarFinetune, FinetuneOptions, finetune, finetune_avatar, finetune_steps, prepare_avatar_finetune
 from thead.train.losses import LossNetworks
-from thead.train.trainer import StepReport, TrainResult, train
+from thead.train.trainer import TrainResult, train
 
 __all__ = [
     "AvatarFinetune",
@@ -21,10 +21,8 @@ __all__ = [
     "LossNetworks",
     "LossWeights",
     "OptimizerConfig",
-    "StepReport",
     "TrainConfig",
     "TrainResult",
-    "FinetuneProgress",
     "finetune",
     "finetune_avatar",
     "finetune_steps",

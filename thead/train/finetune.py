@@ -14,8 +14,6 @@ K < 4 → 24, K < 8 → 60, K < 16 → 100, K < 32 → 200, else 400.
 from __future__ import annotations
 
 import copy
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +22,7 @@ from torch import Tensor, nn
 
 from thead.errors import TrainingError, UsageError
 from thead.model import LSR, Latents, layout_to_image
+from thead.progress import Progress, loss_info
 from thead.train.config import META_WEIGHTS, LossWeights, OptimizerConfig, meta_learning
 from thead.runtime import resolve_device, tune_cpu_allocator
 from thead.train.losses import LossNetworks
@@ -64,14 +63,6 @@ class FinetuneOptions:
         return finetune_steps(self.num_shots) if self.steps is None else self.steps
 
 
-@dataclass(frozen=True)
-class FinetuneProgress:
-    step: int  # steps done
-    steps: int
-    losses: dict[str, float]
-    seconds: float  # wall time of this step
-
-
 class _PersonalGenerator(nn.Module):
     """G^l -> softmax -> G^s with the avatar's constant latents."""
 
@@ -89,7 +80,7 @@ def finetune(
     frames_rgb: Tensor,
     contours: Tensor,
     options: FinetuneOptions = FinetuneOptions(),
-    progress: Callable[[FinetuneProgress], None] | None = None,
+    progress: Progress | None = None,
     *,
     loss_networks: LossNetworks | None = None,
 ) -> dict[str, Tensor]:
@@ -99,7 +90,8 @@ def finetune(
     latents: the avatar's z^s, z^l [1, z_dim]. Returns the personal state dict (keys
     ``layout_generator.*``, ``image_generator.*``, ``discriminator.*``; CPU float32), which
     ``model.load_state_dict(..., strict=False)`` puts in place.
-    ``loss_networks``: default the pretrained VGG19 and VGG-Face.
+    ``loss_networks``: default the pretrained VGG19 and VGG-Face. ``progress``: an update after
+    each step (stage "finetune", the losses as its info).
     """
     # 1. Check inputs.
     if model.discriminator is None:
@@ -140,7 +132,6 @@ def finetune(
     rng = np.random.default_rng(options.seed)
     order: list[int] = []
     for step in range(steps):
-        t0 = time.perf_counter()
         if not order:
             order = rng.permutation(len(frames_rgb)).tolist()
         i = order.pop(0)
@@ -156,7 +147,7 @@ def finetune(
         adversarial.backward(g_params, list(discriminator.named_parameters()))
         step_optimizers(optimizers, schedule(step))
         if progress is not None:
-            progress(FinetuneProgress(step + 1, steps, values, time.perf_counter() - t0))
+            progress.update(step + 1, steps, stage="finetune", info=loss_info(values))
 
     # 4. The personal weights.
     state = {k: v for k, v in generator.state_dict().items()}
@@ -182,7 +173,7 @@ class AvatarFinetune:
         """Where the steps run (``options.device``; None: CUDA when present, else the CPU)."""
         return resolve_device(self.options.device)
 
-    def run(self, progress: Callable[[FinetuneProgress], None] | None = None, *, loss_networks: LossNetworks | None = None):
+    def run(self, progress: Progress | None = None, *, loss_networks: LossNetworks | None = None):
         """Fine-tune and save the personal weights with the avatar; returns the path written."""
         personal = finetune(self.model, self.latents, self.frames, self.contours, self.options, progress, loss_networks=loss_networks)
         return self.store.save_finetuned(self.name, personal, self.model.weights_sha256 or "")
@@ -214,7 +205,7 @@ def finetune_avatar(
     weights: str | None = None,
     store=None,
     loss_networks: LossNetworks | None = None,
-    progress: Callable[[FinetuneProgress], None] | None = None,
+    progress: Progress | None = None,
 ):
     """``thead finetune NAME`` as one call: ``prepare_avatar_finetune`` then ``run`` (the
     avatar's shots and their contour drawings as targets, its latents constant; the personal

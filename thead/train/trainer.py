@@ -30,7 +30,6 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +47,7 @@ from thead.errors import CheckpointError, TrainingError
 from thead.faces.images import from_tensor
 from thead.faces.parsing import NUM_CLASSES
 from thead.model import LSR, layout_to_image
+from thead.progress import Progress, loss_info
 from thead.runtime import tune_cpu_allocator
 from thead.train import losses as L
 from thead.train.adversarial import adversarial_terms
@@ -169,18 +169,6 @@ class SynthesisSide(nn.Module):
 
 
 @dataclass(frozen=True)
-class StepReport:
-    """What a progress display shows after each step (rank 0 only)."""
-
-    step: int
-    end_step: int
-    lr: float
-    losses: dict[str, float]
-    images_per_s: float
-    skipped_files: int
-
-
-@dataclass(frozen=True)
 class TrainResult:
     run: Path
     step: int
@@ -202,13 +190,13 @@ class Trainer:
         *,
         dist: Distributed,
         state: TrainState,
-        on_step: Callable[[StepReport], None] | None = None,
+        progress: Progress | None = None,
     ):
         self.config, self.model, self.run_dir, self.dist, self.state = config, model, Path(run), dist, state
         # channels_last: oneDNN's convolutions (forward, both backward passes and R1/R2's double
         # backward) run markedly faster in NHWC; checkpoints are written contiguous as usual.
         self.nets = nets.to(dist.device, memory_format=torch.channels_last)
-        self.on_step = on_step
+        self.progress = progress
         self.global_batch = config.batch_size * dist.world_size
         self.schedule: Schedule = training_schedule(
             config.optimizer.lr,
@@ -359,8 +347,8 @@ class Trainer:
                     self._log({"step": state.step, "skipped": list(batch.skipped)})
                 now = time.perf_counter()
                 ips = (state.step - n_last) * self.global_batch / max(now - t_last, 1e-9)
-                if self.dist.is_main and self.on_step is not None:
-                    self.on_step(StepReport(state.step, end_step, self.schedule(state.step - 1), values, ips, state.skipped_files))
+                if self.dist.is_main and self.progress is not None:
+                    self.progress.update(state.step, end_step, stage=f"train {cfg.stage}", info=f"{ips:.2f} img/s · {loss_info(values)}")
                 if state.step % cfg.log_every == 0 and self.dist.is_main:
                     self._log({"step": state.step, "examples": state.examples, "lr": self.schedule(state.step - 1), "images_per_s": ips, "losses": values})
                     t_last, n_last = now, state.step
@@ -464,7 +452,7 @@ def train(
     steps: int | None = None,
     index_path: str | os.PathLike | None = None,
     device: str | None = None,
-    on_step: Callable[[StepReport], None] | None = None,
+    progress: Progress | None = None,
 ) -> TrainResult:
     """Run (or resume) one stage into the run folder ``out``.
 
@@ -474,6 +462,7 @@ def train(
     - ``steps``: stop after this many steps of the stage (counted from its first step, so a
       resumed run stops where the uninterrupted one would); default: the full schedule.
     - ``loss_networks``: default the pretrained VGG19 / VGG-Face the weights need.
+    - ``progress``: an update after each step on rank 0 (stage "train STAGE", img/s and losses).
     """
     dist = init_distributed(device)
     out = Path(out)
@@ -504,7 +493,7 @@ def train(
     if loss_networks is None:
         loss_networks = default_loss_networks(config)
     index = _load_index(data, index_path, dist).usable(min_frames=config.window, need_segmaps=config.needs_segmaps)
-    trainer = Trainer(config, model, loss_networks, index, out, dist=dist, state=state, on_step=on_step)
+    trainer = Trainer(config, model, loss_networks, index, out, dist=dist, state=state, progress=progress)
     if resume is not None:
         trainer.load_optimizer_state(ckpt.optimizer)
         restore_rng(ckpt.rng)

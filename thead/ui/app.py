@@ -130,7 +130,6 @@ class Page:
     def find_shots(self, files, name, shots, request: gr.Request, progress=gr.Progress()):
         """Shots, crops, contour drawings and notes of the uploads, encoded but not saved."""
         uploads = [str(f) for f in (files or [])]
-        notes: list[str] = []
         try:
             if not uploads:
                 raise UsageError("drop one or more photos, or one short video")
@@ -138,7 +137,8 @@ class Page:
                     tempfile.TemporaryDirectory(prefix="thead-ui-enroll-") as tmp:
                 job.report(None, "finding faces, then encoding the shots")
                 avatar = enroll(self._source(uploads, Path(tmp)), name or "", EnrollOptions(int(shots), device=self.options.device),
-                                weights=self.options.weights, save=False, on_note=notes.append)
+                                weights=self.options.weights, save=False, progress=job)
+            notes = job.notes
         except Exception as e:  # thead's errors, Cancelled, and bugs: one sentence (a bug's traceback: the log)
             return [], _error(e, uploads), None, gr.update(interactive=False)
         renderer = ContourRenderer(avatar.shots.shape[1])
@@ -191,11 +191,10 @@ class Page:
                                      start_s=float(start or 0), duration_s=float(duration) if duration else None),
                 motion=motion, paste_back=bool(paste_back), compare=bool(compare), device=self.options.device, dtype=dtype,
             )
-            notes: list[str] = []
-            with self.jobs.run(request.session_hash, lambda f, s: progress(f, desc=s)) as job:
+            with self.jobs.run(request.session_hash, lambda f, s: progress(f, desc=s), unit="frames") as job:
                 job.report(None, "loading the avatar and the weights")
-                result = animate(name, driver, output, options, weights=self.options.weights,
-                                 progress=lambda done, total: job.progress(done, total, "frames"), on_note=notes.append)
+                result = animate(name, driver, output, options, weights=self.options.weights, progress=job)
+            notes = job.notes
         except Exception as e:  # thead's errors, Cancelled, and bugs: one sentence (a bug's traceback: the log)
             return None, None, _error(e, uploads)
         parts = [f"{result.num_frames} frame(s)", f"{result.size[0]}x{result.size[1]}"]
@@ -249,11 +248,10 @@ class Page:
                 raise UsageError("choose an avatar to fine-tune")
             k = AvatarStore().info(name).num_shots
             options = FinetuneOptions(num_shots=k, steps=int(steps) if steps else None, device=self.options.device)
-            with self.jobs.run(request.session_hash, lambda f, s: progress(f, desc=s)) as job:
+            with self.jobs.run(request.session_hash, lambda f, s: progress(f, desc=s), unit="steps") as job:
                 job.report(None, "loading the weights and the loss networks")
                 started = time.perf_counter()
-                path = finetune_avatar(name, options, weights=self.options.weights,
-                                       progress=lambda p: job.progress(p.step, p.steps, "steps"))
+                path = finetune_avatar(name, options, weights=self.options.weights, progress=job)
         except Exception as e:  # thead's errors, Cancelled, and bugs: one sentence (a bug's traceback: the log)
             return _error(e), self.details(name)
         took = format_seconds(time.perf_counter() - started)

@@ -4,8 +4,10 @@ progress with time left, the weights line and errors as one sentence.
 The page's handlers run in Gradio's worker threads. ``Jobs`` lets one enroll, animate or
 fine-tune run at a time in the process (Gradio's queue shows the others their place; the
 lock also holds a job that Gradio stopped waiting for until its thread has really stopped),
-and lets a page cancel its own job: the job's progress callback raises ``Cancelled`` at the
-next frame or step, so the API's atomic writes remove their temporary files.
+and lets a page cancel its own job. A ``Job`` is the page's ``thead.progress.Progress``: passed
+as an API's ``progress``, its updates become the page's progress line (count, time left), its
+notes are kept for the result, and an update raises ``Cancelled`` at the next frame or step
+when the page asked to stop, so the API's atomic writes remove their temporary files.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from thead.errors import TheadError
 
@@ -28,26 +30,32 @@ class Cancelled(Exception):
 
 @dataclass
 class Job:
-    """One running job: its cancel flag and progress reporting (frames or steps, time left)."""
+    """One running job (a ``thead.progress.Progress``): its cancel flag, its progress line
+    (``unit``: what is counted, "frames" or "steps"; time left) and the notes it received."""
 
     cancel: threading.Event
     report: Callable[[float | None, str], None]
     started: float
+    unit: str = "steps"
+    notes: list[str] = field(default_factory=list)
 
     def check(self) -> None:
         if self.cancel.is_set():
             raise Cancelled()
 
-    def progress(self, done: int, total: int | None, unit: str) -> None:
+    def update(self, done: int, total: int | None = None, *, stage: str = "", info: str = "") -> None:
         """``done`` of ``total`` frames/steps: report the count and the time left, then raise
         ``Cancelled`` when asked to stop (called by the API after each frame or step)."""
         elapsed = time.perf_counter() - self.started
         if total:
             left = elapsed / max(done, 1) * (total - done)
-            self.report(done / total, f"{done}/{total} {unit} · {format_seconds(left)} left")
+            self.report(done / total, f"{done}/{total} {self.unit} · {format_seconds(left)} left")
         else:
-            self.report(None, f"{done} {unit} · {format_seconds(elapsed)} so far")
+            self.report(None, f"{done} {self.unit} · {format_seconds(elapsed)} so far")
         self.check()
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
 
 
 def format_seconds(s: float) -> str:
@@ -64,7 +72,7 @@ class Jobs:
         self._running: dict[str, threading.Event] = {}
 
     @contextlib.contextmanager
-    def run(self, session: str, report: Callable[[float | None, str], None] = lambda f, s: None) -> Iterator[Job]:
+    def run(self, session: str, report: Callable[[float | None, str], None] = lambda f, s: None, *, unit: str = "steps") -> Iterator[Job]:
         cancel = threading.Event()
         with self._guard:
             self._running[session] = cancel
@@ -73,7 +81,7 @@ class Jobs:
                 report(None, "waiting for the job before this one to stop")
                 self._lock.acquire()
             try:
-                job = Job(cancel, report, time.perf_counter())
+                job = Job(cancel, report, time.perf_counter(), unit)
                 job.check()
                 yield job
             finally:
