@@ -56,7 +56,7 @@ def test_animate_reports_each_frame_and_the_drivers_notes(tmp_path, parity_weigh
     from thead.animate import AnimateOptions, animate
 
     out = tmp_path / "out.mp4"
-    result = animate("p17", sideways, out, AnimateOptions(landmarks="dlib", device="cpu"), weights=parity_weights,
+    result = animate("p17", sideways, out, AnimateOptions(device="cpu").with_driver(landmarks="dlib"), weights=parity_weights,
                      store=store, progress=recorder)
     assert _one_count_to(recorder, FRAMES) == list(range(1, FRAMES + 1))  # one update per frame written
     assert result.num_frames == FRAMES and probe(out)[0] == FRAMES
