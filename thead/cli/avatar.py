@@ -114,11 +114,8 @@ def animate(
     check_input_file(driver, "driver")
     check_new_output(output, [driver, audio], overwrite=overwrite)
     from thead.animate import AnimateOptions, animate as run
-    from thead.faces import CropOptions
-    from thead.motion import DriverOptions, parse_reference
 
-    driver_options = DriverOptions(landmarks.value, CropOptions(scale=crop_scale, face_index=face), smooth, smooth_strength,
-                                   reference=parse_reference(reference), start_s=start, duration_s=duration, max_frames=max_frames)
+    driver_options = _driver_options(landmarks, face, crop_scale, smooth, smooth_strength, reference, start, duration, max_frames)
     options = AnimateOptions(
         driver=driver_options, motion=motion.value, paste_back=paste_back, compare=compare, device=device,
         dtype=dtype.value, batch=batch, finetuned=finetuned, audio=audio, compile=compile,
@@ -126,6 +123,15 @@ def animate(
     with Bar(name, quiet=quiet, rate="fps") as bar:
         result = run(name, driver, output, options, weights=weights, progress=bar)
     _summary(result, quiet)
+
+
+def _driver_options(landmarks, face, crop_scale, smooth, smooth_strength, reference, start, duration, max_frames):
+    """The driver options ``animate`` and ``motion extract`` share, as one DriverOptions."""
+    from thead.faces import CropOptions
+    from thead.motion import DriverOptions, parse_reference
+
+    return DriverOptions(landmarks.value, CropOptions(scale=crop_scale, face_index=face), smooth, smooth_strength,
+                         reference=parse_reference(reference), start_s=start, duration_s=duration, max_frames=max_frames)
 
 
 def _summary(result, quiet: bool) -> None:
@@ -247,11 +253,9 @@ def extract(
     check_input_file(video, "video")
     check_new_output(output, [video], overwrite=overwrite)
     from thead.enroll import notes_from_warnings
-    from thead.faces import CropOptions
-    from thead.motion import DriverOptions, extract_motion, parse_reference
+    from thead.motion import extract_motion
 
-    options = DriverOptions(landmarks.value, CropOptions(scale=crop_scale, face_index=face), smooth, smooth_strength,
-                            reference=parse_reference(reference), start_s=start, duration_s=duration, max_frames=max_frames)
+    options = _driver_options(landmarks, face, crop_scale, smooth, smooth_strength, reference, start, duration, max_frames)
     target = None
     if onto is not None:
         from thead.avatar import AvatarStore
