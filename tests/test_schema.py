@@ -353,3 +353,79 @@ def test_manifest_mistakes_are_one_weights_error_line(tmp_path, case):
     with pytest.raises(WeightsError) as e:
         hub.read_manifest(path)
     assert str(e.value) == f"{path}: {message}"
+
+
+# -- provenance.json and trust.json -----------------------------------------------------------
+
+def _provenance(**changes):
+    from thead.release import WeightsProvenance
+
+    return WeightsProvenance(**{"source_url": "https://example.org/r.tar.gz", "archive_sha256": "ab" * 32, "archive_size": 123,
+                                "checkpoint": "run/ckpt-0", "converted_sha256": {"config.json": "cd" * 32}, "parameters": 1_100_000,
+                                "date": "2026-01-01T00:00:00+00:00", "thead_version": "0.1.0", **changes})
+
+
+PROVENANCE_EDITS = {
+    "unknown key": (lambda d: d.update(mirror="x"), "mirror: unknown key"),
+    "missing key": (lambda d: d.pop("archive_sha256"), "archive_sha256: missing"),
+    "bool for int": (lambda d: d.update(parameters=False), "parameters: expected an int, got false"),
+    "string for number": (lambda d: d.update(archive_size="123"), 'archive_size: expected an int, got "123"'),
+    "wrong nesting": (lambda d: d.update(converted_sha256=["cd" * 32]), "converted_sha256: expected an object, got [\"cdcdcdcd"),
+}
+
+
+@pytest.mark.parametrize("case", list(PROVENANCE_EDITS))
+def test_provenance_round_trips_and_mistakes_are_one_line(tmp_path, case):
+    from thead import release
+
+    release._write_provenance(tmp_path, _provenance())  # the writer release_weights() uses
+    assert release.read_provenance(tmp_path) == _provenance()
+    assert release.read_provenance(tmp_path / "elsewhere") is None  # none: not converted by thead
+    edit, message = PROVENANCE_EDITS[case]
+    path = tmp_path / release.PROVENANCE_NAME
+    d = json.loads(path.read_text())
+    edit(d)
+    path.write_text(json.dumps(d))
+    with pytest.raises(WeightsError) as e:
+        release.read_provenance(tmp_path)
+    assert str(e.value).startswith(f"{path}: {message}") and "\n" not in str(e.value)
+
+
+def test_a_testsets_provenance_says_where_its_parts_are(tmp_path):
+    from thead import release
+    from thead.errors import DatasetError
+
+    record = release.TestsetProvenance("https://example.org/t.zip", "ab" * 32, 9, "subset/test", None, "2026-01-01")
+    release._write_provenance(tmp_path, record)
+    assert release.testset_paths(tmp_path) == (tmp_path / "subset/test", None)
+    release._write_provenance(tmp_path, dataclasses.replace(record, outputs="fsth_outputs"))
+    assert release.testset_paths(tmp_path) == (tmp_path / "subset/test", tmp_path / "fsth_outputs")
+    (tmp_path / release.PROVENANCE_NAME).write_text(json.dumps({**dataclasses.asdict(record), "outputs": 3}))
+    with pytest.raises(DatasetError, match=r"provenance.json: outputs: expected a string or null, got 3$"):
+        release.testset_paths(tmp_path)
+
+
+def test_the_trust_file_round_trips_and_a_damaged_one_is_never_trusted_anew(tmp_path, monkeypatch):
+    from thead.download import DownloadError, record_sha256, recorded_sha256
+
+    monkeypatch.setenv("THEAD_CACHE", str(tmp_path))
+    url, other = "https://example.org/a.tar.gz", "https://example.org/b.zip"
+    assert recorded_sha256(url) is None
+    record_sha256(url, "ab" * 32)
+    record_sha256(other, "cd" * 32)
+    record_sha256(url, "ef" * 32)  # the first download's hash stays
+    assert (recorded_sha256(url), recorded_sha256(other)) == ("ab" * 32, "cd" * 32)
+    trust = tmp_path / "trust.json"
+    good = json.loads(trust.read_text())
+    for edit, message in [(lambda d: d[url].update(sha256=None), f"{url}.sha256: expected a string, got null"),
+                          (lambda d: d[url].pop("first_seen"), f"{url}.first_seen: missing"),
+                          (lambda d: d.update({other: "cd" * 32}), f'{other}: expected an object, got "cdcdcd'),
+                          (lambda d: d[url].update(size=1), f"{url}.size: unknown key")]:
+        d = json.loads(json.dumps(good))
+        edit(d)
+        trust.write_text(json.dumps(d))
+        for call in (lambda: recorded_sha256(url), lambda: record_sha256("https://example.org/new", "00" * 32)):
+            with pytest.raises(DownloadError) as e:
+                call()
+            assert str(e.value).startswith(f"{trust}: {message}") and "\n" not in str(e.value)
+        assert json.loads(trust.read_text()) == d  # left as it was, not rewritten from scratch
