@@ -252,6 +252,22 @@ def test_cli_says_one_error_line_for_bad_avatar_metadata(avatar_store):
     assert "Traceback" not in r.stderr + r.stdout
 
 
+def test_personal_weights_metadata_round_trips_and_is_strict(avatar_store):
+    state = {"image_generator.x": torch.ones(2)}
+    path = avatar_store.save_finetuned("alice", state)
+    personal = avatar_store.load_finetuned("alice")
+    assert personal.base_weights_sha256 == avatar_store.info("alice").weights_sha256 and torch.equal(personal.state["image_generator.x"], state["image_generator.x"])
+    _rewrite_metadata(path, lambda m: m.pop("created"))  # the one optional key
+    assert avatar_store.load_finetuned("alice").created == ""
+    for edit, message in [(lambda m: m.update(steps="10"), "steps: unknown key"),
+                          (lambda m: m.update(format="thead-avatar"), 'format: expected one of "thead-avatar-finetuned", got "thead-avatar"')]:
+        avatar_store.save_finetuned("alice", state)
+        _rewrite_metadata(path, edit)
+        with pytest.raises(AvatarError) as e:
+            avatar_store.load_finetuned("alice")
+        assert str(e.value).startswith(f"{path}: {message}"), str(e.value)
+
+
 # -- trainer state ----------------------------------------------------------------------------
 
 @pytest.fixture

@@ -31,6 +31,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -45,6 +46,7 @@ from thead.model import Latents
 
 FORMAT = "thead-avatar"
 FORMAT_VERSION = 1
+PERSONAL_FORMAT = FORMAT + "-finetuned"
 SUFFIX = ".safetensors"
 FINETUNED_SUFFIX = ".finetuned.safetensors"
 MAX_PHOTO_SIDE = 2048  # photos are kept for paste-back; larger ones are downscaled to this
@@ -211,6 +213,15 @@ class PersonalWeights:
     created: str
 
 
+@dataclass(frozen=True)
+class _PersonalMetadata:
+    """The metadata of ``<name>.finetuned.safetensors`` (``created`` may be absent: "")."""
+
+    format: Literal[PERSONAL_FORMAT]
+    base_weights_sha256: str
+    created: str = optional("")
+
+
 def _encode_png(image: np.ndarray) -> np.ndarray:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG", compress_level=4)
@@ -373,7 +384,7 @@ class AvatarStore:
         elif not self.exists(name):
             raise self._missing(name)
         tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
-        meta = {"format": FORMAT + "-finetuned", "base_weights_sha256": base_weights_sha256, "created": now_utc()}
+        meta = {"format": PERSONAL_FORMAT, "base_weights_sha256": base_weights_sha256, "created": now_utc()}
         path = self.finetuned_path(name)
         with atomic_file(path) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
@@ -448,4 +459,5 @@ class AvatarStore:
             raise AvatarError(f"{path} is corrupt ({e}); remove it or fine-tune again") from None
         if "base_weights_sha256" not in meta:
             raise AvatarError(f"{path} does not say which base weights it was fine-tuned from")
-        return PersonalWeights(state=state, base_weights_sha256=meta["base_weights_sha256"], created=meta.get("created", ""))
+        info = decode(_PersonalMetadata, meta, error=AvatarError, source=str(path), text=True)
+        return PersonalWeights(state=state, base_weights_sha256=info.base_weights_sha256, created=info.created)
