@@ -103,6 +103,13 @@ def test_every_mistake_is_one_line_naming_the_key(data, message):
     _fails(data, message, error=WeightsError)
 
 
+def test_a_hostile_key_or_value_still_gives_one_short_line():
+    for data in (_with(**{"a\nb" * 1000: 1}), _with(table={"k\n" * 10**5: "1"}), _with(inner={"n": "x\n" * 10**6, "ratio": 1})):
+        with pytest.raises(WeightsError) as e:
+            decode(Outer, data, error=WeightsError, source="f.json")
+        assert "\n" not in str(e.value) and len(str(e.value)) < 250, str(e.value)[:300]
+
+
 def test_the_callers_error_type_and_a_path_prefix():
     with pytest.raises(AvatarError, match=r"^a.json: outer.inner.n: expected an int, got null$"):
         decode(Outer, _with(inner={"n": None, "ratio": 1}), error=AvatarError, source="a.json", path="outer")

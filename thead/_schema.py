@@ -75,7 +75,7 @@ class _Failure(Exception):
 
 
 def decode(cls: type[T], data: Any, *, error: type[TheadError], source: str = "", path: str = "", text: bool = False) -> T:
-    """``data`` as a ``cls`` (a dataclass), or ``error`` with one line naming ``source`` (the
+    """``data`` as a ``cls`` (a dataclass, or any type above, e.g. ``dict[str, Record]``), or ``error`` with one line naming ``source`` (the
     file; "" to leave it to the caller) and the key path (prefixed with ``path``)."""
     try:
         return _value(cls, data, path, text)
@@ -106,8 +106,14 @@ def show(value: Any, limit: int = 40) -> str:
 # ------------------------------------------------------------------------------ internals
 
 
+_PLAIN_KEY = re.compile(r"[\w.:/@+-]{1,64}")
+
+
 def _join(path: str, key: Any) -> str:
-    return f"{path}.{key}" if path else str(key)
+    key = str(key)
+    if not _PLAIN_KEY.fullmatch(key):  # a hostile key (newlines, 10 MB) stays one short line
+        key = show(key)
+    return f"{path}.{key}" if path else key
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -237,7 +243,7 @@ def _dataclass(cls: type, value: Any, path: str, text: bool) -> Any:
     if not isinstance(value, dict):
         raise _wrong(cls, value, path)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(str(k) for k in value if k not in fields)
+    unknown = sorted((k for k in value if k not in fields), key=str)
     if unknown:
         more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
         raise _Failure(_join(path, unknown[0]), f"unknown key{more}; expected one of: {', '.join(fields)}")
