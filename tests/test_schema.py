@@ -83,6 +83,7 @@ def test_a_good_object_decodes_exactly():
     (_with(inner={"n": 1, "ratio": "0.5"}), 'inner.ratio: expected a number, got "0.5"'),
     (_with(inner={"n": 1, "ratio": float("nan")}), "inner.ratio: expected a finite number, got NaN"),
     (_with(inner={"n": 1, "ratio": 3}), "inner.ratio: must be a number from 0 to 2, got 3.0"),
+    (_with(inner={"n": 1, "ratio": 10**400}), "inner.ratio: expected a finite number, got 1" + "0" * 38 + "…"),
     (_with(mode="c"), 'mode: expected one of "a", "b", got "c"'),
     (_with(inner=[1]), "inner: expected an object, got [1]"),
     (_with(items={"n": 1}), 'items: expected an array, got {"n": 1}'),
@@ -134,7 +135,9 @@ def test_text_mode_parses_numbers_from_their_decimal_text():
     assert decode(Meta, {"k": "12", "scale": "0.25", "name": "7"}, error=TheadError, text=True) == Meta(12, 0.25, "7")
     for data, message in [({"k": "1.5", "scale": "1", "name": "x"}, 'k: expected an int, got "1.5"'),
                           ({"k": "1", "scale": "one", "name": "x"}, 'scale: expected a number, got "one"'),
-                          ({"k": "1", "scale": "inf", "name": "x"}, "scale: expected a finite number, got Infinity")]:
+                          ({"k": "1", "scale": "inf", "name": "x"}, "scale: expected a finite number, got Infinity"),
+                          ({"k": " 1", "scale": "1", "name": "x"}, 'k: expected an int, got " 1"'),
+                          ({"k": "1", "scale": "1_0", "name": "x"}, 'scale: expected a number, got "1_0"')]:
         with pytest.raises(TheadError) as e:
             decode(Meta, data, error=TheadError, text=True)
         assert str(e.value) == message

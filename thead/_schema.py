@@ -44,10 +44,11 @@ _STORED = "thead.schema.stored_as"
 _INT_TEXT = re.compile(r"-?[0-9]+")
 
 
-def optional(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING, **metadata: Any) -> Any:
+def optional(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING) -> Any:
     """A field whose key may be absent from a file; ``default`` (or ``default_factory``) is what
-    an absent key means. Use it only for keys that files written by an earlier thead lack."""
-    return dataclasses.field(default=default, default_factory=default_factory, metadata={_OPTIONAL: True, **metadata})
+    an absent key means. Only for keys the format has always let files omit (or that files of
+    an earlier thead lack): every other key is required."""
+    return dataclasses.field(default=default, default_factory=default_factory, metadata={_OPTIONAL: True})
 
 
 def bounded(default: Any, low: float, high: float | None = None) -> Any:
@@ -75,8 +76,9 @@ class _Failure(Exception):
 
 
 def decode(cls: type[T], data: Any, *, error: type[TheadError], source: str = "", path: str = "", text: bool = False) -> T:
-    """``data`` as a ``cls`` (a dataclass, or any type above, e.g. ``dict[str, Record]``), or ``error`` with one line naming ``source`` (the
-    file; "" to leave it to the caller) and the key path (prefixed with ``path``)."""
+    """``data`` as a ``cls`` (a dataclass, or any type above, e.g. ``dict[str, Record]``), or
+    ``error`` with one line naming ``source`` (the file; "" to leave it to the caller) and the
+    key path (prefixed with ``path``)."""
     try:
         return _value(cls, data, path, text)
     except _Failure as f:
@@ -214,9 +216,13 @@ def _value(tp: Any, value: Any, path: str, text: bool = False) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
+            try:
+                number = float(value)
+            except OverflowError:  # an int beyond any float
+                number = math.inf
+            if not math.isfinite(number):
                 raise _Failure(path, f"expected a finite number, got {show(value)}")
-            return float(value)
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -229,9 +235,9 @@ def _value(tp: Any, value: Any, path: str, text: bool = False) -> Any:
 
 
 def _from_text(tp: type, value: str, path: str) -> Any:
-    if tp is int and _INT_TEXT.fullmatch(value.strip()):
+    if tp is int and _INT_TEXT.fullmatch(value):
         return int(value)
-    if tp is float:
+    if tp is float and value == value.strip() and "_" not in value:  # float()'s leniencies refused
         try:
             return _value(float, float(value), path)
         except ValueError:
