@@ -26,6 +26,7 @@ is a string, and ints and floats are parsed from their decimal text.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import re
@@ -118,8 +119,9 @@ def _join(path: str, key: Any) -> str:
     return f"{path}.{key}" if path else key
 
 
+@functools.cache
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    return typing.get_type_hints(cls)  # resolved once per class (slow: it evaluates annotations)
 
 
 def _is_int_field(obj: Any, f: dataclasses.Field) -> bool:
