@@ -70,9 +70,9 @@ META_EDITS = {
     "zero shots": ({"num_shots": "0"}, "num_shots 0"),
     "huge latent size": ({"z_dim": "100000"}, "z_dim 100000"),
     "huge photo": ({"photo_size": "100000x1"}, "photo_size 100000x1"),
-    "NaN crop scale": ({"crop_scale": "nan"}, "crop_scale nan"),
+    "NaN crop scale": ({"crop_scale": "nan"}, "crop_scale: expected a finite number, got NaN"),
     "photo size that disagrees with the photo": ({"photo_size": "200x224"}, "the stored photo is 224x224, its metadata says 200x224"),
-    "not a number": ({"num_shots": "two"}, "malformed metadata"),
+    "not a number": ({"num_shots": "two"}, 'num_shots: expected an int, got "two"'),
 }
 
 

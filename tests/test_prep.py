@@ -98,6 +98,28 @@ def test_prep_resumes(prepared, videos):
     assert not list(out.rglob("*.part"))
 
 
+def test_a_done_record_is_read_strictly_and_a_damaged_one_means_redo(prepared, tmp_path):
+    from dataclasses import replace
+
+    from thead.prep import DONE_MARKER, ClipJob, _finished
+
+    out, report = prepared
+    written = next(c for c in report.clips if c.clip == CLIP)
+    copy = tmp_path / "out"
+    (copy / CLIP).mkdir(parents=True)
+    marker = copy / CLIP / DONE_MARKER
+    text = (out / CLIP / DONE_MARKER).read_text()  # as prepare() wrote it
+    marker.write_text(text)
+    job = ClipJob(source=out, out_rel=CLIP)
+    assert _finished(copy, job) == replace(written, resumed=True)
+    for edit in (lambda d: d.update(segmaps=1), lambda d: d.update(num_source_frames="75"), lambda d: d.pop("frames"),
+                 lambda d: d.update(frames=[[0, 1]]), lambda d: d.update(resumed=False, extra=1)):
+        d = json.loads(text)
+        edit(d)
+        marker.write_text(json.dumps(d))
+        assert _finished(copy, job) is None, d
+
+
 @pytest.mark.slow
 def test_bad_clips_are_reported_and_the_rest_prepared(tmp_path, videos, capsys):
     src = tmp_path / "src" / "id99999" / "vid"

@@ -167,7 +167,7 @@ def test_plain_url_zip_and_keep_archive(env, drive, monkeypatch, checkpoint_file
     monkeypatch.setenv("THEAD_RELEASE_URL", drive.plain_url("plainzip"))
     folder = release.release_weights(keep_archive=True, display=quiet_display())
     _same_tensors(folder, parity_weights)
-    assert release.read_provenance(folder)["source_url"] == drive.plain_url("plainzip")
+    assert release.read_provenance(folder).source_url == drive.plain_url("plainzip")
     archive = Path(env["THEAD_CACHE"]) / "downloads" / "lsr-voxceleb2.archive"
     assert archive.read_bytes() == data
     assert release.release_weights(display=quiet_display()) == folder  # cached: no second download
@@ -201,7 +201,7 @@ def test_broken_transfer_resumes_next_time(env, drive, monkeypatch, release_arch
     assert 0 < partial < len(release_archive)
     before = len(drive.requests)
     folder = release.release_weights(display=quiet_display())
-    assert release.read_provenance(folder)["archive_sha256"] == _sha(release_archive)
+    assert release.read_provenance(folder).archive_sha256 == _sha(release_archive)
     assert ("drive.usercontent.google.com", "/download", f"bytes={partial}-") in drive.requests[before:]
 
 

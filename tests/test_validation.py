@@ -38,16 +38,20 @@ def _weights_folder(tmp_path, edit) -> str:
     return folder
 
 
-BAD_CONFIGS = {
-    "huge nf": (lambda d: d["style_encoder"].update(nf=100000), "style_encoder.nf' must be an integer from 1 to 1024, got 100000"),
-    "string": (lambda d: d["image_generator"].update(nf="32"), "image_generator.nf' must be an integer"),
-    "float": (lambda d: d["discriminator"].update(num_downsamples=2.5), "discriminator.num_downsamples' must be an integer"),
-    "bool": (lambda d: d["layout_generator"].update(z_dim=True), "layout_generator.z_dim' must be an integer"),
-    "negative": (lambda d: d["layout_encoder"].update(nf_max=-48), "layout_encoder.nf_max' must be an integer"),
-    "null": (lambda d: d["image_generator"].update(seed_size=None), "seed_size' must be an integer"),
-    "zero": (lambda d: d["image_generator"].update(num_classes=0), "num_classes' must be an integer"),
-    "resolution type": (lambda d: d.update(resolution="224"), "'resolution' must be an integer"),
-    "sub-config a list": (lambda d: d.update(discriminator=[1, 2]), "'discriminator' must be an object"),
+BAD_CONFIGS = {  # one line: "<file>: <key path>: <what is wrong>"
+    "huge nf": (lambda d: d["style_encoder"].update(nf=100000), "style_encoder.nf: must be an integer from 1 to 1024, got 100000"),
+    "string": (lambda d: d["image_generator"].update(nf="32"), 'image_generator.nf: expected an int, got "32"'),
+    "float": (lambda d: d["discriminator"].update(num_downsamples=2.5), "discriminator.num_downsamples: expected an int, got 2.5"),
+    "bool": (lambda d: d["layout_generator"].update(z_dim=True), "layout_generator.z_dim: expected an int, got true"),
+    "negative": (lambda d: d["layout_encoder"].update(nf_max=-48), "layout_encoder.nf_max: must be an integer from 1 to 1024, got -48"),
+    "null": (lambda d: d["image_generator"].update(seed_size=None), "image_generator.seed_size: expected an int, got null"),
+    "zero": (lambda d: d["image_generator"].update(num_classes=0), "image_generator.num_classes: must be an integer from 1 to 256, got 0"),
+    "resolution type": (lambda d: d.update(resolution="224"), 'resolution: expected an int, got "224"'),
+    "sub-config a list": (lambda d: d.update(discriminator=[1, 2]), "discriminator: expected an object, got [1, 2]"),
+    "unknown key": (lambda d: d["image_generator"].update(spade_hiden=3), "image_generator.spade_hiden: unknown key"),
+    "missing key": (lambda d: d["layout_generator"].pop("aux_channels"), "layout_generator.aux_channels: missing"),
+    "missing sub-config": (lambda d: d.pop("discriminator"), "discriminator: missing"),
+    "cross-field rule": (lambda d: d.update(resolution=256), "image generator makes 224px frames, config says resolution 256"),
 }
 
 
@@ -57,7 +61,7 @@ def test_bad_config_values_are_one_error_naming_the_file(tmp_path, case):
     folder = _weights_folder(tmp_path, edit)
     with pytest.raises(WeightsError) as e:
         LSR.from_pretrained(folder)
-    assert str(folder / "config.json") in str(e.value) and message in str(e.value)
+    assert str(e.value).startswith(f"{folder / 'config.json'}: {message}") and "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -180,5 +184,5 @@ def test_index_shapes_beyond_the_limits(tmp_path, reduced_tensors):
     tensors = dict(reduced_tensors)
     tensors[KERNEL] = np.zeros((7, 7, 6, 2000), np.float32)  # backed by real bytes, but nf 2000 > 1024
     src = _bundle(tmp_path, tensors)
-    with pytest.raises(CheckpointError, match="no usable LSR model.*nf' must be an integer from 1 to 1024, got 2000"):
+    with pytest.raises(CheckpointError, match="no usable LSR model.*nf: must be an integer from 1 to 1024, got 2000"):
         convert_checkpoint(src, tmp_path / "out")

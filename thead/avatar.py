@@ -31,6 +31,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -39,11 +40,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from thead._atomic import atomic_file
+from thead._schema import decode, optional, stored_as
 from thead.errors import AvatarError, OutputError, UsageError
 from thead.model import Latents
 
 FORMAT = "thead-avatar"
 FORMAT_VERSION = 1
+PERSONAL_FORMAT = FORMAT + "-finetuned"
 SUFFIX = ".safetensors"
 FINETUNED_SUFFIX = ".finetuned.safetensors"
 MAX_PHOTO_SIDE = 2048  # photos are kept for paste-back; larger ones are downscaled to this
@@ -74,7 +77,15 @@ def check_name(name: str) -> str:
     return name
 
 
-@dataclass(frozen=True)
+def _photo_size(text: str) -> tuple[int, int]:
+    """``"WxH"`` (how avatar metadata stores the photo size) -> (W, H)."""
+    parts = text.split("x")
+    if len(parts) != 2 or not all(re.fullmatch(r"[0-9]+", p) for p in parts):
+        raise ValueError(f'expected "WIDTHxHEIGHT", got {text!r}')
+    return int(parts[0]), int(parts[1])
+
+
+@dataclass(frozen=True, kw_only=True)
 class AvatarInfo:
     """An avatar's metadata (what ``thead avatars list/show`` print; read without the tensors).
 
@@ -84,17 +95,22 @@ class AvatarInfo:
     created: ISO 8601 UTC time. source: what it was enrolled from. num_shots: K.
     landmarks: the landmark backend ("dlib" or "fan"). crop_scale: ``CropOptions.scale`` used.
     photo_size: (width, height) of the stored photo; z_dim: latent size.
+
+    In the file (``to_metadata``) every value is a string, read back strictly by
+    ``thead._schema`` (``text=True``: ints and floats parsed from their decimal text,
+    ``photo_size`` as ``"WxH"``): an unknown or missing key or an unparsable value is one
+    ``AvatarError`` naming the file and the key. Only ``weights`` may be absent (read as "").
     """
 
     name: str
     weights_sha256: str
-    weights: str
+    weights: str = optional("")
     created: str
     source: str
     num_shots: int
     landmarks: str
     crop_scale: float
-    photo_size: tuple[int, int]
+    photo_size: tuple[int, int] = stored_as(str, _photo_size)
     z_dim: int
 
     def to_metadata(self) -> dict[str, str]:
@@ -115,6 +131,8 @@ class AvatarInfo:
 
     @classmethod
     def from_metadata(cls, meta: dict[str, str] | None, where: str) -> AvatarInfo:
+        """The metadata of the avatar file ``where`` (its ``format`` and ``format_version``
+        checked first), strictly; ``AvatarError`` of one line otherwise."""
         meta = meta or {}
         if meta.get("format") != FORMAT:
             raise AvatarError(f"{where} is not a thead avatar file")
@@ -122,24 +140,8 @@ class AvatarInfo:
             raise AvatarError(
                 f"{where} has avatar format version {meta.get('format_version')}, this thead reads {FORMAT_VERSION}"
             )
-        try:
-            w, h = (int(v) for v in meta["photo_size"].split("x"))
-            return cls(
-                name=meta["name"],
-                weights_sha256=meta["weights_sha256"],
-                weights=meta.get("weights", ""),
-                created=meta["created"],
-                source=meta["source"],
-                num_shots=int(meta["num_shots"]),
-                landmarks=meta["landmarks"],
-                crop_scale=float(meta["crop_scale"]),
-                photo_size=(w, h),
-                z_dim=int(meta["z_dim"]),
-            )
-        except (KeyError, ValueError, AttributeError) as e:
-            raise AvatarError(f"{where} has malformed metadata ({e})") from None
-        except AvatarError as e:
-            raise AvatarError(f"{where}: {e}") from None
+        fields = {k: v for k, v in meta.items() if k not in ("format", "format_version")}
+        return decode(cls, fields, error=AvatarError, source=where, text=True)
 
     def __post_init__(self) -> None:
         """Metadata values within what thead writes (they size what is loaded next)."""
@@ -209,6 +211,15 @@ class PersonalWeights:
     state: dict[str, torch.Tensor]
     base_weights_sha256: str
     created: str
+
+
+@dataclass(frozen=True)
+class _PersonalMetadata:
+    """The metadata of ``<name>.finetuned.safetensors`` (``created`` may be absent: "")."""
+
+    format: Literal[PERSONAL_FORMAT]
+    base_weights_sha256: str
+    created: str = optional("")
 
 
 def _encode_png(image: np.ndarray) -> np.ndarray:
@@ -373,7 +384,7 @@ class AvatarStore:
         elif not self.exists(name):
             raise self._missing(name)
         tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
-        meta = {"format": FORMAT + "-finetuned", "base_weights_sha256": base_weights_sha256, "created": now_utc()}
+        meta = {"format": PERSONAL_FORMAT, "base_weights_sha256": base_weights_sha256, "created": now_utc()}
         path = self.finetuned_path(name)
         with atomic_file(path) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
@@ -448,4 +459,5 @@ class AvatarStore:
             raise AvatarError(f"{path} is corrupt ({e}); remove it or fine-tune again") from None
         if "base_weights_sha256" not in meta:
             raise AvatarError(f"{path} does not say which base weights it was fine-tuned from")
-        return PersonalWeights(state=state, base_weights_sha256=meta["base_weights_sha256"], created=meta.get("created", ""))
+        info = decode(_PersonalMetadata, meta, error=AvatarError, source=str(path), text=True)
+        return PersonalWeights(state=state, base_weights_sha256=info.base_weights_sha256, created=info.created)

@@ -2,8 +2,10 @@
 
 The hyper-parameters are exactly the networks' constructor arguments (diffusers-style), and
 ``config.json`` is ``LSRConfig.to_dict()`` with sorted keys plus ``_class_name`` and
-``format_version``. ``from_dict`` raises on unknown or missing keys: a port whose value is
-exactness never guesses.
+``format_version``. ``from_dict`` reads it with ``thead._schema``'s strict decoder: an unknown
+or missing key, a value of the wrong type or outside its ``bounded`` range is one
+``WeightsError`` naming the key (``image_generator.nf: expected an int, got "32"``); a port
+whose value is exactness never guesses.
 
 ``LSRConfig()`` is the authors' default (the released checkpoint, ref §2, §8.6);
 ``LSRConfig.reduced()`` is the reduced width of the official parity checkpoint
@@ -17,6 +19,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from thead._schema import bounded, check_bounds, decode, show
 from thead.errors import WeightsError
 
 LAYOUT_CLASSES = 19  # the layout's classes: CelebAMask-HQ's 19 face-parsing labels (ref §1.4)
@@ -24,89 +27,92 @@ LAYOUT_CLASSES = 19  # the layout's classes: CelebAMask-HQ's 19 face-parsing lab
 FORMAT_VERSION = 1
 
 # Sane limits for every value a config.json can hold, checked before any network is built
-# (the release: widths 512, 6 down-samplings, 98 M parameters). A config outside them is
-# refused instead of allocating whatever it asks for.
-LIMITS = {
-    "in_channels": (1, 64), "out_channels": (1, 64), "aux_channels": (0, 64), "num_classes": (1, 256),
-    "nf": (1, 1024), "nf_max": (1, 1024), "z_dim": (1, 2048), "spade_hidden": (1, 1024),
-    "num_downsamples": (1, 9), "num_levels": (1, 9), "num_upsamples": (1, 9), "seed_size": (1, 64),
-    "resolution": (8, 2048),
-}
+# (the release: widths 512, 6 down-samplings, 98 M parameters), declared on each field with
+# ``bounded`` (checked by ``thead._schema`` when read, and by ``__post_init__`` when built in
+# code). A config outside them is refused instead of allocating whatever it asks for.
 MAX_PARAMETERS = 1_000_000_000  # the estimate (an upper bound) of a whole LSR's parameters
 
 
-def _check_fields(config: Any, where: str) -> None:
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if f.name not in LIMITS:
-            continue
-        low, high = LIMITS[f.name]
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise WeightsError(f"config '{where}{f.name}' must be an integer from {low} to {high}, got {value!r}")
+def _channels(default: int, low: int = 1) -> int:
+    return bounded(default, low, 64)
+
+
+def _width(default: int) -> int:
+    return bounded(default, 1, 1024)
+
+
+def _depth(default: int) -> int:
+    return bounded(default, 1, 9)
+
+
+def _latent(default: int = 512) -> int:
+    return bounded(default, 1, 2048)
+
+
+def _num_classes() -> int:
+    return bounded(LAYOUT_CLASSES, 1, 256)
 
 
 @dataclass(frozen=True)
 class EncoderConfig:
     """E^s / E^l (ref §4.1): 7x7 stem, ``num_downsamples`` x (avg-pool, ResBlock), EqDense."""
 
-    in_channels: int = 6  # RGB ‖ contour
-    nf: int = 32
-    nf_max: int = 512  # hard-coded in the release (no flag)
-    num_downsamples: int = 6
-    z_dim: int = 512
-
+    in_channels: int = _channels(6)  # RGB ‖ contour
+    nf: int = _width(32)
+    nf_max: int = _width(512)  # hard-coded in the release (no flag)
+    num_downsamples: int = _depth(6)
+    z_dim: int = _latent()
 
     def __post_init__(self) -> None:
-        _check_fields(self, "")
+        check_bounds(self, WeightsError)
 
 
 @dataclass(frozen=True)
 class LayoutGeneratorConfig:
     """G^l (ref §4.2): U-Net of blur-pool ResBlockDown / modulated ResBlockUp."""
 
-    in_channels: int = 3  # the target contour drawing
-    nf: int = 32  # segmap_g_nf
-    nf_max: int = 512  # g_nf_max
-    num_levels: int = 5  # G_num_upsamples
-    z_dim: int = 512
-    num_classes: int = LAYOUT_CLASSES
-    aux_channels: int = 3  # multi-task RGB head (ref §9.3)
+    in_channels: int = _channels(3)  # the target contour drawing
+    nf: int = _width(32)  # segmap_g_nf
+    nf_max: int = _width(512)  # g_nf_max
+    num_levels: int = _depth(5)  # G_num_upsamples
+    z_dim: int = _latent()
+    num_classes: int = _num_classes()
+    aux_channels: int = _channels(3, low=0)  # multi-task RGB head (ref §9.3)
 
 
     def __post_init__(self) -> None:
-        _check_fields(self, "")
+        check_bounds(self, WeightsError)
 
 
 @dataclass(frozen=True)
 class ImageGeneratorConfig:
     """G^s (ref §4.3): EqDense seed at 7x7, SPADE ResBlocks, bilinear x2 upsampling."""
 
-    nf: int = 32  # g_nf
-    nf_max: int = 512  # g_nf_max
-    num_upsamples: int = 5
-    z_dim: int = 512
-    num_classes: int = LAYOUT_CLASSES
-    spade_hidden: int = 64  # spade_proj_filters
-    seed_size: int = 7
-    out_channels: int = 3
+    nf: int = _width(32)  # g_nf
+    nf_max: int = _width(512)  # g_nf_max
+    num_upsamples: int = _depth(5)
+    z_dim: int = _latent()
+    num_classes: int = _num_classes()
+    spade_hidden: int = _width(64)  # spade_proj_filters
+    seed_size: int = bounded(7, 1, 64)
+    out_channels: int = _channels(3)
 
 
     def __post_init__(self) -> None:
-        _check_fields(self, "")
+        check_bounds(self, WeightsError)
 
 
 @dataclass(frozen=True)
 class DiscriminatorConfig:
     """D (ref §4.4): conditional StyleGAN2-like ResNet on [image ‖ contour]."""
 
-    in_channels: int = 6
-    nf: int = 32  # d_nf
-    nf_max: int = 512  # hard-coded in the release
-    num_downsamples: int = 6
-
+    in_channels: int = _channels(6)
+    nf: int = _width(32)  # d_nf
+    nf_max: int = _width(512)  # hard-coded in the release
+    num_downsamples: int = _depth(6)
 
     def __post_init__(self) -> None:
-        _check_fields(self, "")
+        check_bounds(self, WeightsError)
 
 
 @dataclass(frozen=True)
@@ -118,10 +124,10 @@ class LSRConfig:
     layout_generator: LayoutGeneratorConfig = field(default_factory=LayoutGeneratorConfig)
     image_generator: ImageGeneratorConfig = field(default_factory=ImageGeneratorConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
-    resolution: int = 224
+    resolution: int = bounded(224, 8, 2048)
 
     def __post_init__(self) -> None:
-        _check_fields(self, "")
+        check_bounds(self, WeightsError)
         g = self.image_generator
         if g.seed_size * 2**g.num_upsamples != self.resolution:
             raise WeightsError(
@@ -177,62 +183,36 @@ class LSRConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> LSRConfig:
-        d = {k: v for k, v in d.items() if not k.startswith("_")}
-        kwargs: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in d:
-                raise WeightsError(f"config is missing '{f.name}'")
-            value = d.pop(f.name)
-            sub = _SUBCONFIGS.get(f.name)
-            kwargs[f.name] = _build(sub, value, f.name) if sub else value
-        if d:
-            raise WeightsError(f"config has unknown keys: {', '.join(sorted(d))}")
-        return cls(**kwargs)
+    def from_dict(cls, d: dict[str, Any], *, source: str = "") -> LSRConfig:
+        """The config in ``d`` (keys starting with ``_`` are ignored), strictly: every key of
+        every sub-config present, no unknown key, exact types (``thead._schema``), the limits.
+        ``WeightsError`` names ``source`` (the file, "" to leave it to the caller) and the key."""
+        if not isinstance(d, dict):
+            return decode(cls, d, error=WeightsError, source=source)
+        return decode(cls, {k: v for k, v in d.items() if not str(k).startswith("_")}, error=WeightsError, source=source)
 
     def to_json(self) -> str:
         d = {"_class_name": "LSR", "format_version": FORMAT_VERSION, **self.to_dict()}
         return json.dumps(d, indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> LSRConfig:
+    def from_json(cls, text: str, *, source: str = "") -> LSRConfig:
+        """Parse ``config.json`` (its text): ``_class_name`` "LSR", this ``format_version``,
+        then ``from_dict``. Errors are one line, prefixed with ``source`` when given."""
+        name = source or "config.json"
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:
-            raise WeightsError(f"config.json is not valid JSON: {e}") from None
+            raise WeightsError(f"{name} is not valid JSON: {e}") from None
         except RecursionError:
-            raise WeightsError("config.json is nested too deeply to be a thead config") from None
+            raise WeightsError(f"{name} is nested too deeply to be a thead config") from None
         if not isinstance(d, dict):
-            raise WeightsError(f"config.json must hold a JSON object, got a {type(d).__name__}")
+            raise WeightsError(f"{name} must hold a JSON object, got a {type(d).__name__}")
         if d.get("_class_name") != "LSR":
-            raise WeightsError(f"config.json describes {d.get('_class_name')!r}, not an LSR model")
+            raise WeightsError(f"{name} describes {show(d.get('_class_name'))}, not an LSR model")
         if d.get("format_version") != FORMAT_VERSION:
             raise WeightsError(
-                f"config.json has format_version {d.get('format_version')}, this thead reads {FORMAT_VERSION}"
+                f"{name} has format_version {show(d.get('format_version'))}, this thead reads {FORMAT_VERSION}"
             )
         d.pop("format_version")
-        return cls.from_dict(d)
-
-
-_SUBCONFIGS = {
-    "style_encoder": EncoderConfig,
-    "layout_encoder": EncoderConfig,
-    "layout_generator": LayoutGeneratorConfig,
-    "image_generator": ImageGeneratorConfig,
-    "discriminator": DiscriminatorConfig,
-}
-
-
-def _build(cls: type, value: Any, where: str) -> Any:
-    if not isinstance(value, dict):
-        raise WeightsError(f"config '{where}' must be an object")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown, missing = set(value) - names, names - set(value)
-    if unknown:
-        raise WeightsError(f"config '{where}' has unknown keys: {', '.join(sorted(unknown))}")
-    if missing:
-        raise WeightsError(f"config '{where}' is missing: {', '.join(sorted(missing))}")
-    try:
-        return cls(**value)
-    except WeightsError as e:  # name the sub-config the value is in
-        raise WeightsError(str(e).replace("config '", f"config '{where}.", 1)) from None
+        return cls.from_dict(d, source=source)

@@ -203,34 +203,56 @@ def _trust_file() -> Path:
     return cache_root() / "trust.json"
 
 
-def recorded_sha256(url: str) -> str | None:
-    """The sha256 recorded at the first download of ``url`` (None: never downloaded)."""
+@dataclass(frozen=True)
+class TrustRecord:
+    """One URL's entry in ``trust.json``: the sha256 of its first download, and when."""
+
+    sha256: str
+    first_seen: str
+
+
+def _read_trust(path: Path) -> dict[str, TrustRecord]:
+    """``trust.json`` ({url: {sha256, first_seen}}) strictly; {} when there is none yet. A
+    damaged file is a ``DownloadError`` (never read as empty: that would trust anew)."""
     import json
 
+    from thead._schema import decode
+
     try:
-        return json.loads(_trust_file().read_text()).get(url, {}).get("sha256")
-    except (OSError, ValueError, AttributeError):
-        return None
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as e:
+        raise DownloadError(f"{path} is not readable ({e}); fix or remove it") from None
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise DownloadError(f"{path} is not valid JSON ({e}); fix or remove it") from None
+    return decode(dict[str, TrustRecord], data, error=DownloadError, source=str(path))
+
+
+def recorded_sha256(url: str) -> str | None:
+    """The sha256 recorded at the first download of ``url`` (None: never downloaded)."""
+    record = _read_trust(_trust_file()).get(url)
+    return record.sha256 if record else None
 
 
 def record_sha256(url: str, sha256: str) -> None:
     """Remember ``url``'s sha256 (first download only; a later one must match it)."""
     import datetime as dt
     import json
+    from dataclasses import asdict
 
     from thead._atomic import atomic_file
 
     path = _trust_file()
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        data = {}
+    data = _read_trust(path)
     if url in data:
         return
-    data[url] = {"sha256": sha256, "first_seen": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()}
+    data[url] = TrustRecord(sha256, dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat())
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps({u: asdict(r) for u, r in data.items()}, indent=2, sort_keys=True) + "\n")
 
 
 def check_recorded(url: str, sha256: str, what: str, manual: str) -> bool:

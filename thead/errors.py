@@ -21,7 +21,8 @@ class UsageError(TheadError):
 
 
 class CheckpointError(TheadError):
-    """An authors' TF checkpoint that is missing, corrupt or does not map onto thead's networks."""
+    """An authors' TF checkpoint that is missing, corrupt or does not map onto thead's networks,
+    or a thead training checkpoint (``state.json``, its training config) that cannot be read."""
 
 
 class WeightsError(TheadError):

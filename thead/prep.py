@@ -23,7 +23,7 @@ import concurrent.futures as cf
 import json
 import multiprocessing
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from thead._atomic import atomic_dir, atomic_file
+from thead._schema import decode, optional
 from thead.errors import DatasetError, NoFaceError, TheadError, UsageError, VideoError
 from thead.faces.contour import ContourRenderer
 from thead.faces.crop import CROP_SIZE, CropOptions, crop_image, stable_crop_box
@@ -97,7 +98,7 @@ class ClipResult:
     several_faces: tuple[int, ...]  # frames where the largest of several faces was used
     segmaps: bool
     cropped: bool
-    resumed: bool = False
+    resumed: bool = optional(False)  # not in the ``.done.json`` record (read strictly by ``_finished``)
 
 
 @dataclass(frozen=True)
@@ -269,20 +270,10 @@ def _finished(out_dir: Path, job: ClipJob) -> ClipResult | None:
     if not marker.is_file():
         return None
     try:
-        d = json.loads(marker.read_text())
-        return ClipResult(
-            clip=d["clip"],
-            source=d["source"],
-            num_source_frames=int(d["num_source_frames"]),
-            frames=tuple(d["frames"]),
-            no_face=tuple(d["no_face"]),
-            several_faces=tuple(d["several_faces"]),
-            segmaps=bool(d["segmaps"]),
-            cropped=bool(d["cropped"]),
-            resumed=True,
-        )
-    except (ValueError, KeyError, TypeError):
-        return None  # a damaged record: redo the clip
+        record = decode(ClipResult, json.loads(marker.read_text()), error=DatasetError, source=str(marker))
+    except (OSError, ValueError, RecursionError, DatasetError):
+        return None  # a damaged record (unreadable, a key missing or unknown, a wrong type): redo the clip
+    return replace(record, resumed=True)
 
 
 # ------------------------------------------------------------------------------- workers

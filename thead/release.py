@@ -36,7 +36,7 @@ import tarfile
 import tempfile
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from thead.download import (
@@ -51,7 +51,8 @@ from thead.download import (
     remove_cached,
     stderr_display,
 )
-from thead.errors import CheckpointError, DatasetError, OutputError
+from thead._schema import decode
+from thead.errors import CheckpointError, DatasetError, OutputError, TheadError, WeightsError
 from thead.progress import Progress
 
 __all__ = [
@@ -64,6 +65,8 @@ __all__ = [
     "release_weights",
     "weights_from_archive",
     "read_provenance",
+    "WeightsProvenance",
+    "TestsetProvenance",
     "cached_testset",
     "release_testset",
     "find_fsth_layout",
@@ -223,11 +226,56 @@ def weights_dir() -> Path:
     return cache_root() / "weights" / WEIGHTS.name
 
 
-def read_provenance(folder: str | os.PathLike) -> dict | None:
+@dataclass(frozen=True)
+class WeightsProvenance:
+    """``provenance.json`` beside weights converted from the authors' release: where the
+    archive came from, its sha256 and size, the checkpoint converted (relative to the
+    archive), the converted files' sha256, their parameter count, when and by which thead."""
+
+    source_url: str
+    archive_sha256: str
+    archive_size: int
+    checkpoint: str
+    converted_sha256: dict[str, str]
+    parameters: int
+    date: str
+    thead_version: str
+
+
+@dataclass(frozen=True)
+class TestsetProvenance:
+    """``provenance.json`` of the authors' evaluation subset: the archive, and where its test
+    set and precomputed outputs (None: none) lie, relative to the folder."""
+
+    __test__ = False  # not a pytest class
+
+    source_url: str
+    archive_sha256: str
+    archive_size: int
+    testset: str
+    outputs: str | None
+    date: str
+
+
+def _write_provenance(folder: Path, record: WeightsProvenance | TestsetProvenance) -> None:
+    (folder / PROVENANCE_NAME).write_text(json.dumps(asdict(record), indent=2) + "\n")
+
+
+def _read_provenance(folder: Path, kind: type, error: type[TheadError]):
+    path = Path(folder) / PROVENANCE_NAME
     try:
-        return json.loads((Path(folder) / PROVENANCE_NAME).read_text())
-    except (OSError, ValueError):
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON or bad UTF-8
+        raise error(f"{path} is not readable JSON ({e}); remove {Path(folder)} to fetch it again") from None
+    return decode(kind, data, error=error, source=str(path))
+
+
+def read_provenance(folder: str | os.PathLike) -> WeightsProvenance | None:
+    """The ``provenance.json`` of converted release weights (None when there is none), read
+    strictly: a damaged one is one ``WeightsError`` line naming the key."""
+    return _read_provenance(Path(folder), WeightsProvenance, WeightsError)
 
 
 def cached_release_weights() -> Path | None:
@@ -259,17 +307,16 @@ def weights_from_archive(archive: Path, out: Path, *, source_url: str, archive_s
             for name in ("config.json", "model.safetensors"):
                 os.replace(converted / name, tmp / name)
             converted.rmdir()
-            provenance = {
-                "source_url": source_url,
-                "archive_sha256": archive_sha256,
-                "archive_size": archive.stat().st_size,
-                "checkpoint": str(report.source.relative_to(scratch)),
-                "converted_sha256": {n: sha256_file(tmp / n) for n in ("config.json", "model.safetensors")},
-                "parameters": report.total_parameters,
-                "date": _now(),
-                "thead_version": thead.__version__,
-            }
-            (tmp / PROVENANCE_NAME).write_text(json.dumps(provenance, indent=2) + "\n")
+            _write_provenance(tmp, WeightsProvenance(
+                source_url=source_url,
+                archive_sha256=archive_sha256,
+                archive_size=archive.stat().st_size,
+                checkpoint=str(report.source.relative_to(scratch)),
+                converted_sha256={n: sha256_file(tmp / n) for n in ("config.json", "model.safetensors")},
+                parameters=report.total_parameters,
+                date=_now(),
+                thead_version=thead.__version__,
+            ))
     except OSError as e:
         raise _os_failure(e, "converting", manual) from None
     except OutputError as e:
@@ -414,12 +461,11 @@ def release_testset(*, keep_archive: bool = False, display: Progress | None = No
             with atomic_dir(out, overwrite=True) as tmp:
                 extract_archive(archive, tmp, manual)
                 testset, outputs = find_fsth_layout(tmp)
-                provenance = {
-                    "source_url": url, "archive_sha256": digest, "archive_size": archive.stat().st_size,
-                    "testset": str(testset.relative_to(tmp)), "outputs": str(outputs.relative_to(tmp)) if outputs else None,
-                    "date": _now(),
-                }
-                (tmp / PROVENANCE_NAME).write_text(json.dumps(provenance, indent=2) + "\n")
+                _write_provenance(tmp, TestsetProvenance(
+                    source_url=url, archive_sha256=digest, archive_size=archive.stat().st_size,
+                    testset=str(testset.relative_to(tmp)), outputs=str(outputs.relative_to(tmp)) if outputs else None,
+                    date=_now(),
+                ))
         except OSError as e:
             raise _os_failure(e, "extracting", manual) from None
         except (DatasetError, OutputError) as e:
@@ -441,7 +487,7 @@ def authors_outputs() -> Path:
 
 def testset_paths(folder: Path) -> tuple[Path, Path | None]:
     """(test set, outputs or None) of a cached evaluation subset, from its provenance."""
-    p = read_provenance(folder) or {}
-    testset = folder / p.get("testset", ".")
-    outputs = folder / p["outputs"] if p.get("outputs") else None
-    return testset, outputs
+    p = _read_provenance(folder, TestsetProvenance, DatasetError)
+    if p is None:
+        return folder, None
+    return folder / p.testset, (folder / p.outputs if p.outputs else None)

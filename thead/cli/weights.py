@@ -63,12 +63,12 @@ def info(weights: Weights = None) -> None:
 
     record = read_provenance(summary.folder)
     if record is not None:  # converted from the authors' release by thead itself
-        out_console.print(f"source: {record.get('source_url')}", markup=False, highlight=False, soft_wrap=True)
-        out_console.print(f"archive sha256: {record.get('archive_sha256')} ({record.get('archive_size', 0):,} bytes)", markup=False, highlight=False, soft_wrap=True)
-        out_console.print(f"checkpoint: {record.get('checkpoint')}", markup=False, highlight=False, soft_wrap=True)
-        for name, sha in (record.get("converted_sha256") or {}).items():
+        out_console.print(f"source: {record.source_url}", markup=False, highlight=False, soft_wrap=True)
+        out_console.print(f"archive sha256: {record.archive_sha256} ({record.archive_size:,} bytes)", markup=False, highlight=False, soft_wrap=True)
+        out_console.print(f"checkpoint: {record.checkpoint}", markup=False, highlight=False, soft_wrap=True)
+        for name, sha in record.converted_sha256.items():
             out_console.print(f"converted {name}: sha256 {sha}", markup=False, highlight=False, soft_wrap=True)
-        out_console.print(f"converted: {record.get('date')} by thead {record.get('thead_version')}", markup=False, highlight=False)
+        out_console.print(f"converted: {record.date} by thead {record.thead_version}", markup=False, highlight=False)
     entry = summary.entry
     if entry is None and record is not None:
         return

@@ -8,10 +8,12 @@ import json
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from thead._hash import sha256_file
+from thead._schema import decode, optional, stored_as
 from thead.errors import WeightsError
 
 #: The one place thead's default weights are named.
@@ -30,6 +32,14 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _check_sha256(value: str | None, key: str = "") -> None:
+    if value is not None and not _SHA256.fullmatch(value):
+        raise WeightsError(f"{key}malformed sha256 {value!r} (expected 64 lowercase hex digits)")
+
+
 @dataclass(frozen=True)
 class FilePin:
     """One file of a weights folder: its name, sha256 (hex; None = not pinned yet), bytes."""
@@ -40,22 +50,43 @@ class FilePin:
 
 
 @dataclass(frozen=True)
+class _StoredPin:
+    """A pin as a manifest stores it, under its file's name: ``{"sha256": ..., "size": ...}``
+    (both keys optional, as the first manifests were read; thead writes both)."""
+
+    sha256: str | None = optional(None)
+    size: int | None = optional(None)
+
+    def __post_init__(self) -> None:
+        _check_sha256(self.sha256)
+
+
+def _pins(stored: dict[str, _StoredPin]) -> tuple[FilePin, ...]:
+    return tuple(FilePin(name, pin.sha256, pin.size) for name, pin in sorted(stored.items()))
+
+
+@dataclass(frozen=True)
 class WeightsEntry:
     """A known set of weights: where it lives and what its files must hash to.
 
     ``revision``: a pinned commit or tag (None = the repo's default branch). ``files``: the
     pins; an entry whose pins are None is verified against the repo's own ``manifest.json``.
+    In a manifest only ``name`` and ``repo_id`` are required; every other key is optional and
+    reads as the default below. ``files`` is stored as ``{file name: {sha256, size}}``.
     """
 
     name: str
     repo_id: str
-    revision: str | None = None
-    description: str = ""
-    provenance: str = ""
-    license: str = ""
-    source_url: str = ""
-    files: tuple[FilePin, ...] = field(default_factory=tuple)
-    archive_sha256: str | None = None  # the authors' release archive at source_url, once pinned
+    revision: str | None = optional(None)
+    description: str = optional("")
+    provenance: str = optional("")
+    license: str = optional("")
+    source_url: str = optional("")
+    files: tuple[FilePin, ...] = stored_as(dict[str, _StoredPin], _pins, default=(), is_optional=True)
+    archive_sha256: str | None = optional(None)  # the authors' release archive at source_url, once pinned
+
+    def __post_init__(self) -> None:
+        _check_sha256(self.archive_sha256, "archive_sha256: ")
 
     @property
     def pinned(self) -> bool:
@@ -78,34 +109,18 @@ class WeightsEntry:
         }
 
     @classmethod
-    def from_dict(cls, d: dict, *, source: str) -> WeightsEntry:
-        known = {"name", "repo_id", "revision", "description", "provenance", "license", "source_url", "files", "archive_sha256"}
-        unknown = sorted(set(d) - known)
-        if unknown or "name" not in d or "repo_id" not in d:
-            raise WeightsError(f"{source}: malformed weights entry (unknown keys {unknown} or no name/repo_id)")
-        files = d.get("files") or {}
-        if not isinstance(files, dict):
-            raise WeightsError(f"{source}: 'files' must map file names to {{sha256, size}}")
-        pins = []
-        for name, pin in sorted(files.items()):
-            sha = (pin or {}).get("sha256")
-            if sha is not None and not re.fullmatch(r"[0-9a-f]{64}", sha):
-                raise WeightsError(f"{source}: {name} has a malformed sha256 {sha!r}")
-            pins.append(FilePin(name, sha, (pin or {}).get("size")))
-        archive = d.get("archive_sha256")
-        if archive is not None and not re.fullmatch(r"[0-9a-f]{64}", archive):
-            raise WeightsError(f"{source}: archive_sha256 is malformed ({archive!r})")
-        return cls(
-            name=d["name"],
-            repo_id=d["repo_id"],
-            revision=d.get("revision"),
-            description=d.get("description", ""),
-            provenance=d.get("provenance", ""),
-            license=d.get("license", ""),
-            source_url=d.get("source_url", ""),
-            files=tuple(pins),
-            archive_sha256=archive,
-        )
+    def from_dict(cls, d: dict, *, source: str, path: str = "") -> WeightsEntry:
+        """One entry, strictly (``thead._schema``): ``WeightsError`` naming ``source`` and the key."""
+        return decode(cls, d, error=WeightsError, source=source, path=path)
+
+
+@dataclass(frozen=True)
+class _ManifestFile:
+    """A manifest file: ``{"format_version": 1, "weights": [entry, ...]}`` (``weights``
+    optional: an empty list)."""
+
+    format_version: Literal[1]
+    weights: tuple[WeightsEntry, ...] = optional(())
 
 
 def read_manifest(path: str | os.PathLike) -> list[WeightsEntry]:
@@ -115,11 +130,11 @@ def read_manifest(path: str | os.PathLike) -> list[WeightsEntry]:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise WeightsError(f"{path} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise WeightsError(f"{path} is not valid JSON ({e})") from None
     if not isinstance(data, dict) or data.get("format_version") != MANIFEST_FORMAT:
         raise WeightsError(f"{path}: expected a manifest with format_version {MANIFEST_FORMAT}")
-    return [WeightsEntry.from_dict(e, source=str(path)) for e in data.get("weights", [])]
+    return list(decode(_ManifestFile, data, error=WeightsError, source=str(path)).weights)
 
 
 def manifest_json(entries: Iterable[WeightsEntry]) -> str:

@@ -9,6 +9,7 @@ import string
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from thead.config import LSRConfig
 from thead.errors import HubError, WeightsError
 from thead.hub import env, manifest
 from thead.hub.manifest import (
@@ -51,11 +52,13 @@ def summarize_weights(folder: str | os.PathLike) -> WeightsSummary:
 
     folder = Path(folder)
     try:
-        config = json.loads((folder / CONFIG_NAME).read_text())
+        text = (folder / CONFIG_NAME).read_text()
     except FileNotFoundError:
         raise WeightsError(f"{folder} has no {CONFIG_NAME}") from None
-    except json.JSONDecodeError as e:
+    except UnicodeDecodeError as e:
         raise WeightsError(f"{folder / CONFIG_NAME} is not valid JSON ({e})") from None
+    LSRConfig.from_json(text, source=str(folder / CONFIG_NAME))  # strict: one line naming the key
+    config = json.loads(text)
     counts: dict[str, list[int]] = {}
     try:
         with safe_open(str(folder / WEIGHTS_NAME), framework="pt") as f:

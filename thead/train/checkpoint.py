@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,11 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from thead._atomic import atomic_dir
+from thead._schema import decode, optional
 from thead.config import LSRConfig
-from thead.errors import CheckpointError
+from thead.errors import CheckpointError, WeightsError
 from thead.model import CONFIG_NAME, WEIGHTS_NAME
+from thead.train.config import TrainConfig
 
 CHECKPOINTS = "checkpoints"
 STATE_NAME = "state.json"
@@ -40,17 +42,22 @@ STATE_FORMAT = "thead-train-state/1"
 class TrainState:
     """Where a run stands. ``position`` counts global examples drawn from the data stream;
     ``examples`` counts examples trained on including a warm-start's (the release's
-    ``train_examples_count``, which the LR schedule follows)."""
+    ``train_examples_count``, which the LR schedule follows).
+
+    ``state.json`` is ``{"format": STATE_FORMAT, **asdict(state)}``, read back strictly
+    (``thead._schema``): the keys declared ``optional`` may be absent (they read as their
+    defaults, as ``TrainState(**raw)`` always allowed), every other is required, and
+    ``train_config`` must be a whole ``TrainConfig`` (``TrainConfig.from_dict``)."""
 
     step: int
     position: int
     examples: int
     world_size: int
     train_config: dict[str, Any]
-    skipped_files: int = 0
-    init_from: str | None = None
-    start_step: int = 0  # the stage's first step (> 0 after a warm start)
-    extra: dict[str, Any] = field(default_factory=dict)
+    skipped_files: int = optional(0)
+    init_from: str | None = optional(None)
+    start_step: int = optional(0)  # the stage's first step (> 0 after a warm start)
+    extra: dict[str, Any] = optional(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -111,20 +118,34 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         if newest is None:
             raise CheckpointError(f"{path} is neither a training checkpoint nor a run with checkpoints")
         path = newest
+    state = read_state(path / STATE_NAME)
     try:
-        raw = json.loads((path / STATE_NAME).read_text())
-        if raw.pop("format", None) != STATE_FORMAT:
-            raise CheckpointError(f"{path / STATE_NAME} is not a thead training state")
-        state = TrainState(**raw)
-        config = LSRConfig.from_json((path / CONFIG_NAME).read_text())
+        config = LSRConfig.from_json((path / CONFIG_NAME).read_text(), source=str(path / CONFIG_NAME))
+    except WeightsError as e:
+        raise CheckpointError(str(e)) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path / CONFIG_NAME} is not readable ({e})") from None
+    try:
         weights = load_file(str(path / WEIGHTS_NAME))
         optimizer = load_file(str(path / OPTIMIZER_NAME))
         rng = load_file(str(path / RNG_NAME))
-    except CheckpointError:
-        raise
-    except Exception as e:  # json, safetensors and TypeError from unknown fields
-        raise CheckpointError(f"{path} is not a readable checkpoint ({e})") from None
+    except Exception as e:  # safetensors raises its own types on corrupt files
+        raise CheckpointError(f"{path} is not a readable checkpoint ({' '.join(str(e).split())})") from None
     return Checkpoint(path, state, config, weights, optimizer, rng)
+
+
+def read_state(file: Path) -> TrainState:
+    """A checkpoint's ``state.json``, strictly (one-line ``CheckpointError`` naming the key)."""
+    try:
+        raw = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"{file} is not a readable training state ({' '.join(str(e).split())})") from None
+    if not isinstance(raw, dict) or raw.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{file} is not a thead training state (no \"format\": \"{STATE_FORMAT}\")")
+    raw = {k: v for k, v in raw.items() if k != "format"}
+    state = decode(TrainState, raw, error=CheckpointError, source=str(file))
+    TrainConfig.from_dict(state.train_config, source=str(file), path="train_config")
+    return state
 
 
 def rng_state() -> dict[str, Tensor]:

@@ -3,7 +3,8 @@
 ``layout_pretraining()`` is stage A (``scripts/train_lsr_pretrain.sh``), ``meta_learning()``
 stage B (``scripts/train_lsr_meta_learning.sh``), with the paper's Table 2 variants as
 ``variant``. Each dataclass is the only source of its defaults; ``TrainConfig.to_dict`` is what
-a checkpoint's ``state.json`` records.
+a checkpoint's ``state.json`` records, and ``TrainConfig.from_dict`` reads it back with every
+key required (no default is filled in).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from thead.errors import UsageError
+from thead._schema import decode
+from thead.errors import CheckpointError, UsageError
 
 Stage = Literal["layout", "meta"]
 # Table 2: "latent" = latent layout (the paper's model); "learned_segmentation" keeps the
@@ -101,11 +103,16 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        d = dict(d)
-        d["weights"] = LossWeights(**d["weights"])
-        d["optimizer"] = OptimizerConfig(**d["optimizer"])
-        return cls(**d)
+    def from_dict(cls, d: dict[str, Any], *, source: str = "", path: str = "") -> TrainConfig:
+        """The config ``to_dict`` wrote (a checkpoint's ``state.json`` ``train_config``), read
+        strictly by ``thead._schema``: EVERY key must be there, including those of ``weights``
+        and ``optimizer``. A missing key is refused (``CheckpointError`` naming ``source``, the
+        file, and the key path under ``path``), never filled with today's default: a resumed
+        run must train with the numbers it started with, and a default that changed between
+        versions would silently change them. Every thead so far has written every key; a field
+        added later must be declared ``thead._schema.optional(default)`` so older states still
+        load with that documented value."""
+        return decode(cls, d, error=CheckpointError, source=source, path=path)
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
