@@ -210,7 +210,7 @@ def check_ddp_step(plan: Plan) -> list[Row]:
         dist = Distributed(0, 0, 1, torch.device("cuda", 0) if plan.device.type == "cuda" else plan.device)
         with tempfile.TemporaryDirectory() as tmp:
             trainer = _trainer(plan, Path(tmp), dist)
-            wrapped = type(trainer.side).__name__
+            wrapped = type(trainer.generator).__name__
             times, values = _time_steps(trainer, plan)
     finally:
         dist_.destroy_process_group()

@@ -253,12 +253,12 @@ class Step:
 
 def _per_example(trainer: Trainer, batch: Batch, stage: str) -> dict[str, np.ndarray]:
     """Every weighted term of each example alone (the losses are batch means of these)."""
-    w, nets, out = trainer.config.weights, trainer.nets, {}
+    w, nets, out = trainer.config.weights, trainer.stage.nets, {}
     with torch.no_grad():
         if stage == "A":
-            logits, aux, z_layout = trainer.side_module(batch.shots_rgb, batch.shots_contour, batch.target_contour)
+            logits, aux, z_layout = trainer.stage.generator(batch.shots_rgb, batch.shots_contour, batch.target_contour)
         else:
-            fake, logits, z_style, z_layout = trainer.side_module(batch.shots_rgb, batch.shots_contour, batch.target_contour)
+            fake, logits, z_style, z_layout = trainer.stage.generator(batch.shots_rgb, batch.shots_contour, batch.target_contour)
     for i in range(len(batch)):
         sl = slice(i, i + 1)
         with torch.no_grad():
@@ -268,7 +268,7 @@ def _per_example(trainer: Trainer, batch: Batch, stage: str) -> dict[str, np.nda
                 g = L.generator_losses(fake[sl], batch.target_rgb[sl], None, z_style[sl], z_layout[sl], w, nets)
                 terms = {f"G/{k}": v for k, v in g.items()}
         if stage == "B":
-            d = discriminator_step(trainer.discriminator, batch.target_rgb[sl], fake[sl], batch.target_contour[sl], w)
+            d = discriminator_step(trainer.stage.discriminator, batch.target_rgb[sl], fake[sl], batch.target_contour[sl], w)
             terms["G/gan"] = d.gan
             terms |= {f"D/{k}": v for k, v in d.terms.items()}
         for k, v in terms.items():

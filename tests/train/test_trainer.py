@@ -206,3 +206,31 @@ def test_cuda_bf16_step_trains(processed, index_path, tmp_path):
     result = train(cfg, data=processed, out=tmp_path / "run", model_config=LSRConfig.reduced(), loss_networks=tiny_loss_networks(), steps=2, index_path=index_path, device="cuda")
     assert result.step == 2 and all(math.isfinite(v) for v in result.losses.values())
     assert all(torch.isfinite(v).all() for v in _weights(tmp_path / "run").values())
+
+
+# Each optimizer's networks, as checkpoints store them (the trainer before the stage split,
+# thead/train/stages.py, wrote the same: its checkpoints resume).
+OPTIMIZED = {
+    "layout": {"generator": ("layout_encoder", "layout_generator")},
+    "latent": {"generator": ("style_encoder", "image_generator", "layout_encoder", "layout_generator"), "discriminator": ("discriminator",)},
+    "learned_segmentation": {
+        "generator": ("style_encoder", "image_generator", "layout_encoder", "layout_generator"),
+        "discriminator": ("discriminator",),
+        "layout": ("layout_encoder", "layout_generator"),
+    },
+    "oracle_segmentation": {"generator": ("style_encoder", "image_generator"), "discriminator": ("discriminator",)},
+}
+
+
+@pytest.mark.parametrize("case", list(OPTIMIZED))
+def test_checkpoint_optimizer_state_names_every_trained_parameter(case, processed, index_path, tmp_path):
+    """The optimizer state a checkpoint holds, per stage and variant: one Adam state per
+    optimizer, keyed by the model's parameter names, over exactly the networks it trains."""
+    cfg = layout_pretraining(num_shots=2, batch_size=1, num_workers=0) if case == "layout" else tiny_meta_config(variant=case)
+    result = train(cfg, data=processed, out=tmp_path / "run", model_config=LSRConfig.reduced(), loss_networks=tiny_loss_networks(), steps=0, index_path=index_path)
+    assert result.step == 0 and result.checkpoint is not None
+    params = [n for n, _ in LSR(LSRConfig.reduced()).named_parameters()]
+    expected = set()
+    for name, networks in OPTIMIZED[case].items():
+        expected |= {f"{name}.iterations"} | {f"{name}.{p}.{m}" for p in params if p.split(".")[0] in networks for m in "mv"}
+    assert set(_optimizer(tmp_path / "run")) == expected

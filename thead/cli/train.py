@@ -40,21 +40,9 @@ Index = Annotated[Optional[Path], typer.Option("--index", help="Where the data i
 
 
 def _loss_networks(config, vgg19: Path | None, vgg_face: Path | None):
-    from thead.assets import load_vgg19, load_vgg_face
-    from thead.download import DownloadError
-    from thead.train.losses import LossNetworks
+    from thead.train.stages import default_loss_networks
 
-    w = config.weights
-    needs_face = config.stage == "meta" and (w.vgg_face or w.identity)
-    try:
-        v19 = load_vgg19(vgg19) if w.vgg19 else None
-    except DownloadError as e:  # offline or unreachable: name the flag that avoids the download
-        raise DownloadError(f"{e}, or pass --vgg19 PATH") from None
-    try:
-        vf = load_vgg_face(vgg_face) if needs_face else None
-    except DownloadError as e:
-        raise DownloadError(f"{e}, or pass --vgg-face PATH") from None
-    return LossNetworks(v19, vf)
+    return default_loss_networks(config, vgg19, vgg_face, hints=("--vgg19 PATH", "--vgg-face PATH"))
 
 
 def _check_data(data: Path) -> None:

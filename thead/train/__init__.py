@@ -5,7 +5,9 @@
 - ``losses``: the paper's terms as pure functions; ``LossNetworks`` (VGG19, VGG-Face).
 - ``data``: ``DatasetIndex``, ``ClipDataset``, ``ExampleSampler`` (exact resume, sharding).
 - ``step``: the parts of one step shared by ``trainer`` and ``finetune``.
-- ``trainer``: ``train(...)`` one or many processes (torchrun), checkpoints, logs.
+- ``stages``: what stages A and B train, their forward pass and loss terms
+  (``LayoutPretraining``, ``MetaLearning``); which loss networks they need.
+- ``trainer``: ``train(...)``, the loop: one or many processes (torchrun), checkpoints, logs.
 - ``finetune``: ``finetune(model, latents, frames, contours, options)`` -> personal weights;
   ``finetune_avatar(name)`` (= ``prepare_avatar_finetune(name).run()``) for a stored avatar.
 """

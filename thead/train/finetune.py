@@ -30,7 +30,7 @@ from thead.train.optim import KerasAdam
 from thead.train.schedule import finetune_schedule
 from thead.train.adversarial import adversarial_terms
 from thead.train.step import autocast, loss_values, nonfinite, step_optimizers, zero_grads
-from thead.train.trainer import default_loss_networks
+from thead.train.stages import default_loss_networks
 
 PERSONAL_NETWORKS = ("layout_generator", "image_generator", "discriminator")
 _STEPS_BY_SHOTS = ((4, 24), (8, 60), (16, 100), (32, 200))

@@ -1,20 +1,19 @@
 """The training loop for stages A (layout pre-training) and B (meta-learning), ref §5.2-§5.4.
 
+What a stage trains, its forward pass and its losses are ``thead.train.stages``
+(``LayoutPretraining``, ``MetaLearning``); this module runs them: the data stream, the
+optimizers, checkpoints, Ctrl-C, logs and sample grids.
+
 Runs unchanged on one process or many under ``torchrun``: this is the only module that reads
 ``RANK`` / ``LOCAL_RANK`` / ``WORLD_SIZE``. It uses NCCL with CUDA and gloo otherwise, wraps the
-generator side (the encoders and generators one step uses) and D in DistributedDataParallel,
-and only rank 0 writes (checkpoints, logs, sample grids). Batch size is per process.
+stage's generator side (the encoders and generators one step uses) in DistributedDataParallel,
+averages every other optimizer's gradients itself (D's are written out, not autograd's), and
+only rank 0 writes (checkpoints, logs, sample grids). Batch size is per process.
 
-One step (stage B), as the release does it — G and D from the same forward pass:
-1. z^s, z^l = mean over K shots of E^s, E^l; layout = softmax(G^l(contour_t, z^l)[:19]);
-   Î = G^s(layout, z^s).
-2. D once on [I; Î] (batch 2B) with its gradients written out (``thead.train.adversarial``):
-   ∂D/∂x once, then every D parameter's gradient of D_real + D_fake + R1 + R2 in one more pass;
-   G's adversarial gradient at Î is a per-example multiple of ∂D/∂Î.
-3. G's backward (its losses, plus that image gradient at Î: G's loss never goes back through D)
-   into G's parameters; no gradient that is not used is computed.
-4. Element-wise clipping ±1 and Keras Adam (β = (0, 0.999), ε = 1e-7) for each optimizer, at
-   the release's learning rate for this global step.
+One step (``thead.train.step``): the stage's forward pass and weighted terms under autocast;
+one collective for any rank's non-finite loss, Ctrl-C and skipped files; the stage's backward
+pass; then element-wise clipping ±1 and Keras Adam (β = (0, 0.999), ε = 1e-7) for each
+optimizer in the stage's order, at the release's learning rate for this global step.
 
 A non-finite loss stops the run with ``TrainingError`` before any update; the newest
 checkpoint stays the last good one. Ctrl-C finishes the current step, writes a checkpoint and
@@ -36,7 +35,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as torch_dist
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
@@ -45,12 +43,10 @@ from thead._atomic import atomic_file
 from thead.config import LSRConfig
 from thead.errors import CheckpointError, TrainingError
 from thead.faces.images import from_tensor
-from thead.faces.parsing import NUM_CLASSES
-from thead.model import LSR, layout_to_image
+from thead.model import LSR
 from thead.progress import Progress, loss_info
 from thead.runtime import tune_cpu_allocator
 from thead.train import losses as L
-from thead.train.adversarial import adversarial_terms
 from thead.train.checkpoint import (
     Checkpoint,
     TrainState,
@@ -63,6 +59,7 @@ from thead.train.config import TrainConfig
 from thead.train.data import Batch, ClipDataset, DatasetIndex, ExampleSampler, collate
 from thead.train.optim import KerasAdam
 from thead.train.schedule import Schedule, training_schedule
+from thead.train.stages import default_loss_networks, stage_for
 from thead.train.step import autocast, loss_values, nonfinite, step_optimizers, zero_grads
 
 LOG_NAME = "log.jsonl"
@@ -120,51 +117,6 @@ def _all_reduce_sum(values: list[float], dist: Distributed) -> list[float]:
     return t.tolist()
 
 
-# -- the per-step networks (what DDP wraps) --------------------------------------------------
-
-
-def _encode(encoder: nn.Module, shots_rgb: Tensor, shots_contour: Tensor) -> Tensor:
-    b, k = shots_rgb.shape[:2]
-    shots = torch.cat([shots_rgb, shots_contour], dim=2).flatten(0, 1)  # [B·K, 6, H, W]
-    return encoder(shots.contiguous(memory_format=torch.channels_last)).view(b, k, -1).mean(dim=1)
-
-
-class LayoutSide(nn.Module):
-    """Stage A's trainable part: E^l + G^l -> (layout_logits, aux_rgb, z_layout)."""
-
-    def __init__(self, model: LSR):
-        super().__init__()
-        self.layout_encoder, self.layout_generator = model.layout_encoder, model.layout_generator
-
-    def forward(self, shots_rgb: Tensor, shots_contour: Tensor, target_contour: Tensor):
-        z_layout = _encode(self.layout_encoder, shots_rgb, shots_contour)
-        out = self.layout_generator(target_contour, z_layout)
-        return out[:, :NUM_CLASSES], out[:, NUM_CLASSES:], z_layout
-
-
-class SynthesisSide(nn.Module):
-    """Stage B's generator side: E^s, G^s and (unless the layout is the oracle's) E^l, G^l.
-
-    forward -> (fake [N,3,H,W], layout_logits or None, z_style, z_layout or None).
-    """
-
-    def __init__(self, model: LSR, *, oracle_layout: bool = False):
-        super().__init__()
-        self.style_encoder, self.image_generator = model.style_encoder, model.image_generator
-        self.oracle_layout = oracle_layout
-        if not oracle_layout:
-            self.layout_encoder, self.layout_generator = model.layout_encoder, model.layout_generator
-
-    def forward(self, shots_rgb: Tensor, shots_contour: Tensor, target_contour: Tensor, oracle: Tensor | None = None):
-        z_style = _encode(self.style_encoder, shots_rgb, shots_contour)
-        if self.oracle_layout:  # Table 2 upper bound: G^s sees the oracle parsing, one-hot
-            layout = F.one_hot(oracle, NUM_CLASSES).permute(0, 3, 1, 2).to(z_style.dtype)
-            return self.image_generator(layout, z_style), None, z_style, None
-        z_layout = _encode(self.layout_encoder, shots_rgb, shots_contour)
-        out = layout_to_image(self.layout_generator, self.image_generator, target_contour, z_layout=z_layout, z_style=z_style)
-        return out.image, out.layout_logits, z_style, z_layout
-
-
 # -- the trainer -----------------------------------------------------------------------------
 
 
@@ -178,7 +130,8 @@ class TrainResult:
 
 
 class Trainer:
-    """Owns the networks, optimizers, data stream and run folder of one stage."""
+    """The loop of one stage (``thead.train.stages``): data stream, optimizers and their steps,
+    distributed averaging, checkpoints, Ctrl-C, logs and sample grids."""
 
     def __init__(
         self,
@@ -193,9 +146,6 @@ class Trainer:
         progress: Progress | None = None,
     ):
         self.config, self.model, self.run_dir, self.dist, self.state = config, model, Path(run), dist, state
-        # channels_last: oneDNN's convolutions (forward, both backward passes and R1/R2's double
-        # backward) run markedly faster in NHWC; checkpoints are written contiguous as usual.
-        self.nets = nets.to(dist.device, memory_format=torch.channels_last)
         self.progress = progress
         self.global_batch = config.batch_size * dist.world_size
         self.schedule: Schedule = training_schedule(
@@ -209,29 +159,16 @@ class Trainer:
         self.amp = config.amp and dist.device.type == "cuda"
         if dist.device.type == "cpu":
             tune_cpu_allocator(training=True)  # no page faults on the step's large activations
+        # channels_last: oneDNN's convolutions (forward, both backward passes and R1/R2's double
+        # backward) run markedly faster in NHWC; checkpoints are written contiguous as usual.
         model.to(dist.device, memory_format=torch.channels_last)
-        w = config.weights
-        if config.stage == "layout":
-            side: nn.Module = LayoutSide(model)
-            self.discriminator = None
-        else:
-            side = SynthesisSide(model, oracle_layout=config.variant == "oracle_segmentation")
-            self.discriminator = model.discriminator
-        self.side_module, self.side = side, self._wrap(side)
-        # D's gradients are written out (thead.train.adversarial), not autograd's: averaged by hand.
+        self.stage = stage_for(config, model, nets.to(dist.device, memory_format=torch.channels_last))
+        self.generator = self._wrap(self.stage.generator)  # what one step runs forward
+        # Optimizer states are keyed by the parameters' names in the model (what a checkpoint holds).
         prefix = {id(p): n for n, p in model.named_parameters()}
-        self.g_params = list(side.parameters())
         self.optimizers: dict[str, KerasAdam] = {
-            "generator": KerasAdam([(prefix[id(p)], p) for p in self.g_params], config.optimizer)
+            name: KerasAdam([(prefix[id(p)], p) for p in params], config.optimizer) for name, params in self.stage.optimizers().items()
         }
-        if self.discriminator is not None:
-            self.d_named = list(self.discriminator.named_parameters())
-            self.d_params = [p for _, p in self.d_named]
-            self.optimizers["discriminator"] = KerasAdam([(prefix[id(p)], p) for p in self.d_params], config.optimizer)
-        if config.stage == "meta" and config.variant == "learned_segmentation" and w.segmentation:
-            lay = list(model.layout_encoder.parameters()) + list(model.layout_generator.parameters())
-            self.layout_params = lay
-            self.optimizers["layout"] = KerasAdam([(prefix[id(p)], p) for p in lay], config.optimizer)
         dataset = ClipDataset(index, num_shots=config.num_shots, window=config.window, segmaps=config.needs_segmaps, seed=config.seed, resolution=model.config.resolution)
         self.sampler = ExampleSampler(len(index), batch_size=config.batch_size, seed=config.seed, rank=dist.rank, world_size=dist.world_size, start_position=state.position)
         self.loader = DataLoader(
@@ -247,7 +184,7 @@ class Trainer:
         self.last_checkpoint: Path | None = latest_checkpoint(run)
         self._stop = False
         self._step_flags = (False, 0)
-        self._layout_grads: list[Tensor | None] | None = None
+        self._kept: dict[str, list[Tensor | None]] = {}
 
     def _wrap(self, module: nn.Module) -> nn.Module:
         if not self.dist.enabled:
@@ -272,21 +209,13 @@ class Trainer:
         return values
 
     def compute_gradients(self, batch: Batch) -> dict[str, float]:
-        """The forward pass, the losses and every optimizer's raw (unclipped) gradients, in the
-        parameters' ``.grad`` (the layout optimizer's kept apart); returns the weighted terms."""
-        cfg, w = self.config, self.config.weights
+        """The stage's forward pass, losses and every optimizer's raw (unclipped) gradients, in
+        the parameters' ``.grad`` or kept apart (the layout optimizer's); returns the weighted
+        terms."""
         zero_grads(self.optimizers.values())
         with autocast(self.amp):
-            if cfg.stage == "layout":
-                logits, aux, z_layout = self.side(batch.shots_rgb, batch.shots_contour, batch.target_contour)
-                terms = {"G": L.layout_pretraining_losses(logits, aux, z_layout, batch.target_rgb, batch.target_segmap, w, self.nets)}
-            else:
-                fake, logits, z_style, z_layout = self.side(batch.shots_rgb, batch.shots_contour, batch.target_contour, batch.target_segmap)
-                adversarial = adversarial_terms(self.discriminator, fake, batch.target_rgb, batch.target_contour, z_style, z_layout, w, self.nets)
-                terms = {"G": adversarial.generator, "D": adversarial.discriminator}
-                if "layout" in self.optimizers:
-                    terms["layout"] = {"segmentation": w.segmentation * L.segmentation_ce(logits, batch.target_segmap)}
-        values = loss_values(terms)
+            losses = self.stage.losses(self.generator, batch)
+        values = loss_values(losses.terms)
         bad = nonfinite(values)
         # One collective per step: any rank's non-finite loss, Ctrl-C, skipped files.
         any_nonfinite, stop, skipped = _all_reduce_sum([float(bool(bad)), float(self._stop), float(len(batch.skipped))], self.dist)
@@ -295,33 +224,29 @@ class Trainer:
             what = ", ".join(bad) if bad else "on another process"
             raise TrainingError(f"non-finite loss at step {self.state.step} ({what}); stopped before updating, {where}")
         self._step_flags = (bool(stop), int(skipped))
-        self._layout_grads = None
-        if "layout" in terms:  # its own optimizer: gradients kept apart from the main ones
-            layout_grads = torch.autograd.grad(L.total(terms["layout"]), self.layout_params, retain_graph=True, allow_unused=True)
-            self._layout_grads = self._average(layout_grads)
-        if "D" in terms:
-            adversarial.backward(self.g_params, self.d_named)
-            if self.dist.enabled:
-                for p, g in zip(self.d_params, self._average([p.grad for p in self.d_params])):
+        self._kept = self.stage.backward(losses)
+        # DDP averages the generator's gradients; every other optimizer's are averaged here.
+        for name, opt in self.optimizers.items():
+            if name == "generator" or not self.dist.enabled:
+                continue
+            if name in self._kept:
+                self._kept[name] = self._average(self._kept[name])
+            else:
+                for p, g in zip(opt.params, self._average([p.grad for p in opt.params])):
                     p.grad = g
-        else:
-            L.total(terms["G"]).backward(inputs=self.g_params)
         return values
 
     def apply_gradients(self) -> None:
-        """Clip and apply the gradients of ``compute_gradients`` at this global step's LR: G's
-        optimizer first, then D's (the release's order), then the layout optimizer's."""
+        """Clip and apply the gradients of ``compute_gradients`` at this global step's LR, one
+        optimizer after the other in the stage's order (G's, D's, the layout optimizer's)."""
         lr = self.schedule(self.state.step)
-        step_optimizers([self.optimizers[k] for k in ("generator", "discriminator") if k in self.optimizers], lr)
-        if self._layout_grads is not None:
-            for p, g in zip(self.layout_params, self._layout_grads):
+        for name, opt in self.optimizers.items():
+            for p, g in zip(opt.params, self._kept.get(name, ())):
                 p.grad = g
-            self.optimizers["layout"].step(lr)
-            self._layout_grads = None
+            step_optimizers([opt], lr)
+        self._kept = {}
 
     def _average(self, grads):
-        if not self.dist.enabled:
-            return grads
         out = []
         for g in grads:
             if g is not None:
@@ -400,15 +325,9 @@ class Trainer:
     def write_samples(self, batch: Batch, max_rows: int = 4) -> Path:
         """PNG grid, one row per example: [contour | layout argmax | output | target]."""
         n = min(max_rows, len(batch))
-        sl = slice(0, n)
+        first = Batch(*(t[:n] if t is not None else None for t in (batch.shots_rgb, batch.shots_contour, batch.target_rgb, batch.target_contour, batch.target_segmap)))
         with autocast(self.amp):
-            if self.config.stage == "layout":
-                logits, out, _ = self.side_module(batch.shots_rgb[sl], batch.shots_contour[sl], batch.target_contour[sl])
-            else:
-                seg = batch.target_segmap[sl] if batch.target_segmap is not None else None
-                out, logits, _, _ = self.side_module(batch.shots_rgb[sl], batch.shots_contour[sl], batch.target_contour[sl], seg)
-                if logits is None:
-                    logits = F.one_hot(seg, NUM_CLASSES).permute(0, 3, 1, 2)
+            logits, out = self.stage.sample(first)
         rows = []
         for i in range(n):
             layout = PALETTE[logits[i].float().argmax(0).cpu().numpy()]
@@ -499,15 +418,6 @@ def train(
         restore_rng(ckpt.rng)
     end = config.total_examples // global_batch if steps is None else state.start_step + steps
     return trainer.run(end)
-
-
-def default_loss_networks(config: TrainConfig) -> L.LossNetworks:
-    from thead.assets import load_vgg19, load_vgg_face
-
-    w = config.weights
-    vgg19 = load_vgg19() if w.vgg19 else None
-    vgg_face = load_vgg_face() if (w.vgg_face or w.identity) and config.stage == "meta" else None
-    return L.LossNetworks(vgg19, vgg_face)
 
 
 def _warm_start(model: LSR, ckpt: Checkpoint, state: TrainState, global_batch: int) -> TrainState:
