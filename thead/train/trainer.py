@@ -45,7 +45,7 @@ from thead.errors import CheckpointError, TrainingError
 from thead.faces.images import from_tensor
 from thead.model import LSR
 from thead.progress import Progress, loss_info
-from thead.runtime import tune_cpu_allocator
+from thead.runtime import resolve_device, tune_cpu_allocator
 from thead.train import losses as L
 from thead.train.checkpoint import (
     Checkpoint,
@@ -100,8 +100,10 @@ def init_distributed(device: str | None = None) -> Distributed:
     """Read torchrun's environment; start the process group (NCCL on CUDA, gloo on CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
-    dev = torch.device(f"cuda:{local_rank}" if cuda else "cpu") if device in (None, "cuda") else torch.device(device)
+    dev = resolve_device(device)  # the one device choice (a missing GPU is one line)
+    cuda = dev.type == "cuda"
+    if cuda and dev.index is None:  # each torchrun worker takes its own GPU
+        dev = torch.device(f"cuda:{local_rank}")
     if cuda:
         torch.cuda.set_device(dev)
     if world > 1 and not torch_dist.is_initialized():
