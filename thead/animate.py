@@ -491,7 +491,8 @@ class Animator:
     def _inputs(self, driver: Driver) -> Iterator[tuple]:
         """Input stage (runs in its own thread): driver frames -> target landmarks -> contours."""
         renderer = ContourRenderer(driver.crop_size)
-        for frame, target in driver_targets(driver, self.avatar.reference_landmarks, self.options.motion):
+        for frame, target in driver_targets(driver, self.avatar.reference_landmarks, self.options.motion,
+                                             images=self.options.compare):
             contour = renderer.draw(target)
             left = None
             if self.options.compare:
