@@ -150,12 +150,14 @@ class _TimedDlib(DlibDetector):
         return faces
 
 
-def input_stage_cpu(clip: Path, avatar_landmarks: np.ndarray, *, compare: bool = False, long: bool = False) -> tuple[float, float, int]:
+def input_stage_cpu(clip: Path, avatar_landmarks: np.ndarray, detector, *, compare: bool = False, long: bool = False
+                    ) -> tuple[float, float, int]:
     """(CPU ms per frame before the first frame, CPU ms per frame after, frames) of animate's
-    input stage (``Animator._inputs``: driver frames -> target landmarks -> contour -> tensor)."""
+    input stage (``Animator._inputs``: driver frames -> target landmarks -> contour -> tensor).
+    The driver is opened first, as the animator opens it in the calling thread."""
     options = DriverOptions(landmarks="dlib", reference_frames=40 if long else DriverOptions.reference_frames)
+    driver = open_driver(clip, options, detector=detector)
     t = time.process_time()
-    driver = open_driver(clip, options)
     renderer = ContourRenderer(driver.crop_size)
     items = driver_targets(driver, avatar_landmarks, "relative", images=compare)
     n = 0
@@ -220,19 +222,21 @@ def output_stage_cpu(clip: Path, work: Path) -> float:
 def stage_report(repeats: int, work: Path) -> None:
     """Print the stage CPU table (medians over ``repeats``, each clip in turn)."""
     torch.ones(256, 256) @ torch.ones(256, 256)  # the main thread's OpenMP team exists, as while rendering
+    ContourRenderer()  # matplotlib imported, as after the animator's first drawing
+    detector = make_detector("dlib")
     rows: dict[str, dict[str, list[float]]] = {}
     for _ in range(repeats):
         for clip in STAGE_CLIPS:
             path = SAMPLE / clip
             name = clip.split("/")[1]
-            avatar = open_driver(path, DriverOptions(landmarks="dlib")).reference_landmarks() + 2.0  # any face shape
+            avatar = open_driver(path, DriverOptions(landmarks="dlib"), detector=detector).reference_landmarks() + 2.0  # any face shape
             row = rows.setdefault(name, {})
-            startup, steady, n = in_thread(input_stage_cpu, path, avatar)
+            startup, steady, n = in_thread(input_stage_cpu, path, avatar, detector)
             row.setdefault("frames", []).append(n)
             row.setdefault("input startup", []).append(startup)
             row.setdefault("input", []).append(steady)
-            row.setdefault("input (compare)", []).append(in_thread(input_stage_cpu, path, avatar, compare=True)[1])
-            row.setdefault("input (long)", []).append(in_thread(input_stage_cpu, path, avatar, long=True)[1])
+            row.setdefault("input (compare)", []).append(in_thread(input_stage_cpu, path, avatar, detector, compare=True)[1])
+            row.setdefault("input (long)", []).append(in_thread(input_stage_cpu, path, avatar, detector, long=True)[1])
             for k, v in in_thread(input_parts_cpu, path, avatar).items():
                 row.setdefault(f"  {k}", []).append(v)
             row.setdefault("output (encode)", []).append(in_thread(output_stage_cpu, path, work))
