@@ -5,8 +5,9 @@
     output thread: paste-back / side-by-side -> encode at the driver's exact fps, with its audio
 
 The three stages hand frames over through small bounded queues, so memory does not grow with
-the driver's length and decoding, landmarks and encoding (~15 ms a frame) overlap rendering
-(~460 ms a frame in fp32 on a 2-core CPU; torch releases the GIL while it computes).
+the driver's length and the input and output stages (~4 ms of CPU a frame once a video
+driver's reference pass has measured its landmarks: ``benchmarks/animate_bench.py``) overlap
+rendering (~460 ms a frame in fp32 on a 2-core CPU; torch releases the GIL while it computes).
 """
 
 from __future__ import annotations
