@@ -13,6 +13,11 @@ Driver stages, streaming (one decoded frame at a time, memory constant in the cl
             -> hold the last good landmarks where no face is found -> One-Euro smoothing
             (forward-backward over ``lookahead`` frames: no lag; causal with lookahead 0)
 
+When the reference pass measured every frame (``auto``, up to ``reference_frames`` frames),
+pass 2 takes its landmarks instead of measuring them again (the same values) and, asked for no
+images (``Driver.frames(images=False)``), decodes nothing. Passes that measure landmarks decode
+and crop in a helper thread a few frames ahead.
+
 ``start_s``/``duration_s`` pick a part of a video (frames are numbered from its start).
 
 Motion transfer (``MotionTransfer``) maps the driver's landmarks onto the avatar:
@@ -40,6 +45,8 @@ pixels: animate from them again without the video, faster and without keeping an
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -480,6 +487,52 @@ class _CropLandmarks:
         return out
 
 
+_AHEAD_DONE = object()
+
+
+def _ahead(items: Iterator, depth: int = 4) -> Iterator:
+    """``items`` made in a helper thread, up to ``depth`` ahead of the consumer, in order: a
+    driver's decoding and cropping (PyAV and PIL release the GIL) overlap its landmarks, so the
+    passes that measure them (before the first frame, when the render threads wait) take less
+    wall time for the same CPU. An error in the helper is raised here; closing stops it."""
+    handoff: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((_AHEAD_DONE, None))
+        except BaseException as e:  # raised in the consumer
+            put((None, e))
+        finally:
+            items.close()
+
+    helper = threading.Thread(target=run, name="thead-decode", daemon=True)
+    helper.start()
+    try:
+        while True:
+            item, error = handoff.get()
+            if error is not None:
+                raise error
+            if item is _AHEAD_DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        helper.join()
+
+
 class VideoDriver(Driver):
     """A video clip (or the part ``start_s``/``duration_s`` of one), read in passes (pass 1:
     stable crop; the reference; pass 2: landmarks), streaming."""
@@ -600,14 +653,21 @@ class VideoDriver(Driver):
             yield from ((i, c, lm) for (i, c), lm in zip(chunk, found))
             chunk.clear()
 
-        with open_video(self.path) as reader:
-            for frame in self._limit(reader):
-                if not keep(frame.index):
-                    continue
-                chunk.append((frame.index, crop_image(frame.image, box, self.crop_size, self.options.crop.pad)))
+        def cropped() -> Iterator[tuple[int, np.ndarray]]:
+            with open_video(self.path) as reader:
+                for frame in self._limit(reader):
+                    if keep(frame.index):
+                        yield frame.index, crop_image(frame.image, box, self.crop_size, self.options.crop.pad)
+
+        crops = _ahead(cropped()) if landmarks else cropped()
+        try:
+            for item in crops:
+                chunk.append(item)
                 if len(chunk) >= batch:
                     yield from flush()
             yield from flush()
+        finally:
+            crops.close()
 
     def _measured(self, frames: Iterator[tuple[int, np.ndarray, np.ndarray | None]]
                   ) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
