@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from thead.errors import NoFaceError, UsageError
+from thead.errors import NoFaceError, UsageError, VideoError
 from thead.faces import load_image
 from thead.faces.landmarks import DlibDetector
 from thead.faces.pose import inner_lip_gaps, mouth_opening, roll_degrees
@@ -242,3 +242,27 @@ def test_passes_share_their_landmarks_exactly(sample_dir, clip):
     detector.detections = 0
     _assert_same_frames(_pass_2(long, images=False), measured, images=True)
     assert detector.detections >= len(measured)
+
+
+def test_decoding_ahead_stops_with_its_pass_and_raises_its_errors(sample_dir, detector, tmp_path):
+    """The helper thread that decodes and crops ahead ends when a pass stops early, and a
+    decoding error in it reaches the caller as the usual one-line VideoError."""
+    import threading
+
+    def helpers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "thead-decode"]
+
+    driver = open_driver(sample_dir / CLIP_61, DriverOptions(reference_frames=40), detector=detector)
+    frames = driver.frames()
+    assert [next(frames).index for _ in range(3)] == [0, 1, 2]
+    assert helpers()
+    frames.close()
+    assert not helpers()
+
+    data = bytearray((sample_dir / CLIP_61).read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 20_000] = bytes(20_000)  # a damaged middle
+    (tmp_path / "damaged.mp4").write_bytes(bytes(data))
+    damaged = open_driver(tmp_path / "damaged.mp4", DriverOptions(reference="first"), detector=detector)
+    with pytest.raises(VideoError, match="truncated or corrupt"):
+        list(damaged.frames())
+    assert not helpers()
