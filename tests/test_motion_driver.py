@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from thead.errors import NoFaceError, UsageError
+from thead.errors import NoFaceError, UsageError, VideoError
 from thead.faces import load_image
+from thead.faces.landmarks import DlibDetector
 from thead.faces.pose import inner_lip_gaps, mouth_opening, roll_degrees
 from thead.motion import DriverOptions, MotionTemplate, MotionTransfer, driver_targets, extract_motion, open_driver, parse_reference
 
@@ -183,3 +184,85 @@ def test_start_and_duration_cut_templates(mid_word, detector, tmp_path):
     assert part.reference_index == template.reference_index - 10
     with pytest.raises(UsageError, match="past the end"):
         open_driver(tmp_path / "m.npz", DriverOptions(start_s=60.0))
+
+
+class _CountingDlib(DlibDetector):
+    """dlib, counting its face detections (every frame whose landmarks are measured runs one)."""
+
+    detections = 0
+
+    def detect_fast(self, image):
+        self.detections += 1
+        return super().detect_fast(image)
+
+    def detect(self, image):
+        self.detections += 1
+        return super().detect(image)
+
+
+def _pass_2(driver, **kwargs) -> list[tuple]:
+    return [(f.index, f.landmarks, f.face_found, f.image) for f in driver.frames(**kwargs)]
+
+
+def _assert_same_frames(got: list[tuple], want: list[tuple], *, images: bool) -> None:
+    assert [g[0] for g in got] == [w[0] for w in want]
+    np.testing.assert_array_equal(np.stack([g[1] for g in got]), np.stack([w[1] for w in want]))
+    assert [g[2] for g in got] == [w[2] for w in want]
+    if images:
+        np.testing.assert_array_equal(np.stack([g[3] for g in got]), np.stack([w[3] for w in want]))
+    else:
+        assert all(g[3] is None for g in got)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("clip", [CLIP_61, CLIP_17])
+def test_passes_share_their_landmarks_exactly(sample_dir, clip):
+    """Pass 2 takes the landmarks the "auto" reference pass measured on every frame (and the
+    reference pass those of a pass 2 that ran first) without detecting again: the same values
+    as measuring them, on real clips; a driver longer than ``reference_frames`` measures."""
+    detector = _CountingDlib()
+    first = open_driver(sample_dir / clip, DriverOptions(), detector=detector)
+    measured = _pass_2(first)  # pass 2 before any reference pass: measures every frame
+    assert detector.detections >= len(measured) > 100
+
+    detector.detections = 0
+    reference = first.reference_landmarks()  # from pass 2's landmarks
+    assert detector.detections == 0
+
+    second = open_driver(sample_dir / clip, DriverOptions(), detector=detector)
+    np.testing.assert_array_equal(second.reference_landmarks(), reference)  # measures every frame
+    assert second.reference_index == first.reference_index
+    detector.detections = 0
+    _assert_same_frames(_pass_2(second, images=False), measured, images=False)
+    _assert_same_frames(_pass_2(second), measured, images=True)
+    assert detector.detections == 0
+
+    long = open_driver(sample_dir / clip, DriverOptions(reference_frames=40), detector=detector)
+    long.reference_landmarks()  # every 4th frame only
+    detector.detections = 0
+    _assert_same_frames(_pass_2(long, images=False), measured, images=True)
+    assert detector.detections >= len(measured)
+
+
+def test_decoding_ahead_stops_with_its_pass_and_raises_its_errors(sample_dir, detector, tmp_path):
+    """The helper thread that decodes and crops ahead ends when a pass stops early, and a
+    decoding error in it reaches the caller as the usual one-line VideoError."""
+    import threading
+
+    def helpers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "thead-decode"]
+
+    driver = open_driver(sample_dir / CLIP_61, DriverOptions(reference_frames=40), detector=detector)
+    frames = driver.frames()
+    assert [next(frames).index for _ in range(3)] == [0, 1, 2]
+    assert helpers()
+    frames.close()
+    assert not helpers()
+
+    data = bytearray((sample_dir / CLIP_61).read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 20_000] = bytes(20_000)  # a damaged middle
+    (tmp_path / "damaged.mp4").write_bytes(bytes(data))
+    damaged = open_driver(tmp_path / "damaged.mp4", DriverOptions(reference="first"), detector=detector)
+    with pytest.raises(VideoError, match="truncated or corrupt"):
+        list(damaged.frames())
+    assert not helpers()

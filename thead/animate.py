@@ -5,8 +5,9 @@
     output thread: paste-back / side-by-side -> encode at the driver's exact fps, with its audio
 
 The three stages hand frames over through small bounded queues, so memory does not grow with
-the driver's length and decoding, landmarks and encoding (~15 ms a frame) overlap rendering
-(~460 ms a frame in fp32 on a 2-core CPU; torch releases the GIL while it computes).
+the driver's length and the input and output stages (~4 ms of CPU a frame once a video
+driver's reference pass has measured its landmarks: ``benchmarks/animate_bench.py``) overlap
+rendering (~460 ms a frame in fp32 on a 2-core CPU; torch releases the GIL while it computes).
 """
 
 from __future__ import annotations
@@ -190,7 +191,8 @@ class Animator:
     def _inputs(self, driver: Driver) -> Iterator[tuple]:
         """Input stage (runs in its own thread): driver frames -> target landmarks -> contours."""
         renderer = ContourRenderer(driver.crop_size)
-        for frame, target in driver_targets(driver, self.avatar.reference_landmarks, self.options.motion):
+        for frame, target in driver_targets(driver, self.avatar.reference_landmarks, self.options.motion,
+                                             images=self.options.compare):
             contour = renderer.draw(target)
             left = None
             if self.options.compare:

@@ -13,6 +13,11 @@ Driver stages, streaming (one decoded frame at a time, memory constant in the cl
             -> hold the last good landmarks where no face is found -> One-Euro smoothing
             (forward-backward over ``lookahead`` frames: no lag; causal with lookahead 0)
 
+When the reference pass measured every frame (``auto``, up to ``reference_frames`` frames),
+pass 2 takes its landmarks instead of measuring them again (the same values) and, asked for no
+images (``Driver.frames(images=False)``), decodes nothing. Passes that measure landmarks decode
+and crop in a helper thread a few frames ahead.
+
 ``start_s``/``duration_s`` pick a part of a video (frames are numbered from its start).
 
 Motion transfer (``MotionTransfer``) maps the driver's landmarks onto the avatar:
@@ -40,6 +45,8 @@ pixels: animate from them again without the video, faster and without keeping an
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -352,6 +359,11 @@ class Driver:
     def __iter__(self) -> Iterator[DriverFrame]:
         raise NotImplementedError
 
+    def frames(self, *, images: bool = True) -> Iterator[DriverFrame]:
+        """The frames, as iterating the driver gives them; ``images=False`` lets a driver leave
+        ``DriverFrame.image`` None where producing it costs work (a video's crops)."""
+        return iter(self)
+
     def reference_landmarks(self) -> np.ndarray | None:
         """The neutral frame's landmarks for relative motion (float32 [68, 2] crop pixels; its
         number in ``reference_index``), or None where there is no reference (a photo)."""
@@ -476,6 +488,52 @@ class _CropLandmarks:
         return out
 
 
+_AHEAD_DONE = object()
+
+
+def _ahead(items: Iterator, depth: int = 4) -> Iterator:
+    """``items`` made in a helper thread, up to ``depth`` ahead of the consumer, in order: a
+    driver's decoding and cropping (PyAV and PIL release the GIL) overlap its landmarks, so the
+    passes that measure them (before the first frame, when the render threads wait) take less
+    wall time for the same CPU. An error in the helper is raised here; closing stops it."""
+    handoff: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((_AHEAD_DONE, None))
+        except BaseException as e:  # raised in the consumer
+            put((None, e))
+        finally:
+            items.close()
+
+    helper = threading.Thread(target=run, name="thead-decode", daemon=True)
+    helper.start()
+    try:
+        while True:
+            item, error = handoff.get()
+            if error is not None:
+                raise error
+            if item is _AHEAD_DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        helper.join()
+
+
 class VideoDriver(Driver):
     """A video clip (or the part ``start_s``/``duration_s`` of one), read in passes (pass 1:
     stable crop; the reference; pass 2: landmarks), streaming."""
@@ -508,6 +566,9 @@ class VideoDriver(Driver):
         self.box: CropBox | None = None
         self._first_landmarks: np.ndarray | None = None
         self._reference: np.ndarray | None = None
+        # Raw landmarks (or None: no face) of every frame in order, kept by the first pass that
+        # measured them all in sequence, so that the other pass need not measure them again.
+        self._raw: list[np.ndarray | None] | None = None
 
     def _limit(self, reader) -> Iterator:
         """The frames of [start_s, start_s + duration_s), numbered from 0, at most max_frames."""
@@ -577,8 +638,10 @@ class VideoDriver(Driver):
         self._first_landmarks = apply_affine(self.box.from_frame(self.crop_size), faces[0].landmarks)
         return self.box
 
-    def _crops(self, keep: Callable[[int], bool] = lambda i: True) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
-        """(frame, 224 crop, raw landmarks or None) for the frames ``keep`` accepts."""
+    def _crops(self, keep: Callable[[int], bool] = lambda i: True, *, landmarks: bool = True
+               ) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+        """(frame, 224 crop, raw landmarks or None) for the frames ``keep`` accepts (without
+        ``landmarks``: None for all, none measured)."""
         from thead.video import open_video
 
         box = self.box or self.scan()
@@ -587,28 +650,58 @@ class VideoDriver(Driver):
         chunk: list[tuple[int, np.ndarray]] = []
 
         def flush():
-            yield from ((i, c, lm) for (i, c), lm in zip(chunk, landmarks_of([c for _, c in chunk])))
+            found = landmarks_of([c for _, c in chunk]) if landmarks else [None] * len(chunk)
+            yield from ((i, c, lm) for (i, c), lm in zip(chunk, found))
             chunk.clear()
 
-        with open_video(self.path) as reader:
-            for frame in self._limit(reader):
-                if not keep(frame.index):
-                    continue
-                chunk.append((frame.index, crop_image(frame.image, box, self.crop_size, self.options.crop.pad)))
+        def cropped() -> Iterator[tuple[int, np.ndarray]]:
+            with open_video(self.path) as reader:
+                for frame in self._limit(reader):
+                    if keep(frame.index):
+                        yield frame.index, crop_image(frame.image, box, self.crop_size, self.options.crop.pad)
+
+        crops = _ahead(cropped()) if landmarks else cropped()
+        try:
+            for item in crops:
+                chunk.append(item)
                 if len(chunk) >= batch:
                     yield from flush()
             yield from flush()
+        finally:
+            crops.close()
+
+    def _measured(self, frames: Iterator[tuple[int, np.ndarray, np.ndarray | None]]
+                  ) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+        """``frames`` (every frame, in order) passed through; their raw landmarks are kept in
+        ``_raw`` once all have gone by (at most ``reference_frames`` of them: memory stays
+        bounded), for the other pass to reuse. The landmark tracker then has seen the same
+        frames in the same order, so the kept landmarks are exactly what it measures again."""
+        seen: list[np.ndarray | None] | None = []
+        for index, crop, found in frames:
+            if seen is not None:
+                seen = seen if len(seen) == index and len(seen) < self.options.reference_frames else None
+                if seen is not None:
+                    seen.append(found)
+            yield index, crop, found
+        if seen is not None and self._raw is None:
+            self._raw = seen
 
     def reference_landmarks(self) -> np.ndarray:
         """The reference pass: landmarks on the frame asked for, or on <= ``reference_frames``
-        evenly spaced frames for "auto" (the most neutral wins)."""
+        evenly spaced frames for "auto" (the most neutral wins). When that is every frame of a
+        clip, their landmarks are kept for pass 2 (which then measures none)."""
         if self._reference is None:
             ref = parse_reference(self.options.reference)
             n = self.num_frames or 1
             stride = max(1, -(-n // self.options.reference_frames))
             want = 0 if ref == "first" else ref
             keep = (lambda i: i % stride == 0) if ref == "auto" else (lambda i: i == want)
-            frames = self._crops(keep)
+            if ref != "auto" or stride > 1:
+                frames = self._crops(keep)
+            elif self._raw is None:
+                frames = self._measured(self._crops())
+            else:  # pass 2 measured them all already
+                frames = ((i, None, lm) for i, lm in enumerate(self._raw))
             pairs = ((i, lm) for i, _, lm in frames if lm is not None)
             try:
                 self.reference_index, self._reference = _pick_reference(pairs, ref, f"the driver {self.path.name}", self.on_note)
@@ -616,14 +709,29 @@ class VideoDriver(Driver):
                 frames.close()
         return self._reference
 
+    def frames(self, *, images: bool = True) -> Iterator[DriverFrame]:
+        """Pass 2: landmarks on every frame, held where no face, smoothed. Frames whose
+        landmarks the reference pass measured already are not measured again; without
+        ``images`` they are not even decoded (``DriverFrame.image`` is then None)."""
+        raw = self._raw
+        if raw is None:
+            crops = self._measured(self._crops())
+        elif images:
+            crops = ((i, c, raw[i]) for i, c, _ in self._crops(landmarks=False))
+        else:
+            crops = ((i, None, lm) for i, lm in enumerate(raw))
+        yield from self._smoothed(crops)
+
     def __iter__(self) -> Iterator[DriverFrame]:
-        """Pass 2: landmarks on every frame, held where no face, smoothed."""
+        return self.frames()
+
+    def _smoothed(self, crops: Iterator[tuple[int, np.ndarray | None, np.ndarray | None]]) -> Iterator[DriverFrame]:
         self.missing_faces = 0
         held: np.ndarray | None = None
         smooth = SmoothOptions(self.options.smooth_strength if self.options.smooth else 0.0, float(self.fps or 25))
         ahead = LookaheadSmoother(smooth, self.options.lookahead) if self.options.lookahead else None
         causal = LandmarkSmoother(smooth)
-        for index, crop, found in self._crops():
+        for index, crop, found in crops:
             if held is None:
                 held = self._first_landmarks  # before the first face: the first face pass 1 saw
             if found is None:
@@ -677,15 +785,17 @@ def open_driver(
     return VideoDriver(path, options, detector, on_note)
 
 
-def driver_targets(driver: Driver, avatar_landmarks: np.ndarray, mode: MotionKind) -> Iterator[tuple[DriverFrame, np.ndarray]]:
+def driver_targets(driver: Driver, avatar_landmarks: np.ndarray, mode: MotionKind, *, images: bool = True
+                   ) -> Iterator[tuple[DriverFrame, np.ndarray]]:
     """(driver frame, the avatar's target landmarks float32 [68, 2]) for each frame: what
     ``animate`` draws. A retargeted template is fed as it is; a photo is aligned; relative
-    motion is taken against the driver's reference frame (``DriverOptions.reference``)."""
+    motion is taken against the driver's reference frame (``DriverOptions.reference``).
+    ``images=False``: frames may come without their image (``Driver.frames``), cheaper."""
     mode = "absolute" if driver.retargeted else mode
     transfer = MotionTransfer(avatar_landmarks, mode, align=isinstance(driver, PhotoDriver))
     if mode == "relative" and not isinstance(driver, PhotoDriver):
         transfer.set_reference(driver.reference_landmarks())
-    for frame in driver:
+    for frame in driver.frames(images=images):
         yield frame, transfer(frame.landmarks)
 
 

@@ -61,6 +61,19 @@ def test_bit_exact_off_frame_subpixel_and_back(sample_landmarks):
     assert not (renderer.draw(pts) == 255).all(-1).any()
 
 
+def test_bit_exact_on_the_frame_edge_and_just_past_it(sample_landmarks):
+    """Points exactly on the extent's edge keep the frame as the view (the renderer then only
+    redraws the lines); a point a hair outside zooms out. Both as the authors draw them."""
+    renderer = ContourRenderer()
+    pts = sample_landmarks[1].astype(np.float64)
+    edge = pts.copy()
+    edge[0], edge[16], edge[8], edge[19] = (-0.5, 100.0), (223.5, 100.0), (112.0, 223.5), (112.0, -0.5)
+    past = edge.copy()
+    past[16, 0] = 223.5 + 1e-3
+    for case in (pts, edge, past, edge, pts + 0.5, past, pts):
+        np.testing.assert_array_equal(renderer.draw(case), authors_contour(case))
+
+
 def test_output_format_and_other_sizes(sample_landmarks):
     pts = sample_landmarks[3]
     img = draw_contour(pts)

@@ -203,3 +203,27 @@ def test_turned_window_crops_a_rolled_face_upright(fsth_frames, detector):
         diff = np.abs(crop.image.astype(int) - upright.image.astype(int))[8:-8, 8:-8]
         limit = 2 if angle % 90 == 0 else 12  # quarter turns are exact up to resampling
         assert np.median(diff) <= limit, np.median(diff)
+
+
+@pytest.mark.parametrize("pads", [((7, 8), (6, 9)), ((0, 30), (25, 0)), ((40, 0), (0, 0)), ((3, 3), (0, 260))])
+def test_blur_padding_is_the_documented_mix(fsth_frames, pads):
+    """Blur padding, computed on the padding bands only, equals the mix written out over the
+    whole picture: the mirrored picture, its Gaussian blur mixed in by a ramp over the distance
+    from the picture (0 inside, so the picture itself is untouched)."""
+    from PIL import Image, ImageFilter
+
+    from thead.faces.crop import _pad
+
+    region = np.ascontiguousarray(load_image(fsth_frames[0])[20:200, 10:190])
+    (top, bottom), (left, right) = pads
+    h, w = region.shape[:2]
+    mirrored = np.pad(region, (*pads, (0, 0)), mode="symmetric")
+    blurred = np.asarray(Image.fromarray(mirrored).filter(ImageFilter.GaussianBlur(max(2.0, min(h, w) / 16))), np.float32)
+    ys = np.maximum(np.maximum(top - np.arange(mirrored.shape[0]), np.arange(mirrored.shape[0]) - (top + h - 1)), 0)
+    xs = np.maximum(np.maximum(left - np.arange(mirrored.shape[1]), np.arange(mirrored.shape[1]) - (left + w - 1)), 0)
+    ramp = np.clip(np.maximum(ys[:, None], xs[None, :]).astype(np.float32) / max(min(max(top, bottom, left, right), min(h, w) / 8), 1.0), 0, 1)
+    expected = np.clip(mirrored + ramp[..., None] * (blurred - mirrored) + 0.5, 0, 255).astype(np.uint8)
+    out = _pad(region, (*pads, (0, 0)), "blur")
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(out[top : top + h, left : left + w], region)
+    assert not np.array_equal(out, mirrored)  # the padding is blurred

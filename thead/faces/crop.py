@@ -176,12 +176,19 @@ def _pad(region: np.ndarray, pads: tuple, mode: str) -> np.ndarray:
     h, w = region.shape[:2]
     out = np.pad(region, pads, mode="symmetric")
     widest = max(top, bottom, left, right)
-    blurred = np.asarray(Image.fromarray(out).filter(ImageFilter.GaussianBlur(max(2.0, min(h, w) / 16))), np.float32)
+    blurred = np.asarray(Image.fromarray(out).filter(ImageFilter.GaussianBlur(max(2.0, min(h, w) / 16))))
     ys = np.maximum(np.maximum(top - np.arange(out.shape[0]), np.arange(out.shape[0]) - (top + h - 1)), 0)
     xs = np.maximum(np.maximum(left - np.arange(out.shape[1]), np.arange(out.shape[1]) - (left + w - 1)), 0)
-    dist = np.maximum(ys[:, None], xs[None, :]).astype(np.float32)
-    ramp = np.clip(dist / max(min(widest, min(h, w) / 8), 1.0), 0.0, 1.0)[..., None]
-    return np.clip(out + ramp * (blurred - out) + 0.5, 0, 255).astype(np.uint8)
+    reach = max(min(widest, min(h, w) / 8), 1.0)
+    # The blur is mixed in only outside the picture (inside, the mix is 0 and the picture stays
+    # as it is), so only the four bands of padding are computed.
+    bands = ((slice(0, top), slice(None)), (slice(top + h, None), slice(None)),
+             (slice(top, top + h), slice(0, left)), (slice(top, top + h), slice(left + w, None)))
+    for rows, cols in bands:
+        ramp = np.clip(np.maximum(ys[rows][:, None], xs[cols][None, :]).astype(np.float32) / reach, 0.0, 1.0)[..., None]
+        picture = out[rows, cols]
+        out[rows, cols] = np.clip(picture + ramp * (blurred[rows, cols].astype(np.float32) - picture) + 0.5, 0, 255).astype(np.uint8)
+    return out
 
 
 def crop_image(image: np.ndarray, box: CropBox, size: int = CROP_SIZE, pad: str = "blur") -> np.ndarray:

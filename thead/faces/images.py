@@ -86,12 +86,19 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     """uint8 HxWx3 -> float32 3xHxW in [-1, 1] (``x*2/255 - 1``, ref §1.1).
 
     The release's float32 operations in its order (``x*2`` exact, then ``/255``, then ``-1``):
-    multiplying by a rounded 2/255 instead is one ulp off on some levels."""
+    multiplying by a rounded 2/255 instead is one ulp off on some levels. The arithmetic runs in
+    numpy (the same IEEE float32 operations, so the same values): a torch op here would start an
+    OpenMP team in the calling thread (animate's input thread), whose spinning workers take CPU
+    from the rendering threads."""
     import torch
 
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"to_tensor needs uint8 HxWx3, got {image.dtype} {image.shape}")
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().mul_(2).div_(255).sub_(1)
+    x = image.transpose(2, 0, 1).astype(np.float32, order="C")
+    x *= np.float32(2)
+    x /= np.float32(255)
+    x -= np.float32(1)
+    return torch.from_numpy(x)
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
