@@ -38,6 +38,7 @@ def trim_clip(src: Path, dst: Path, num_frames: int, *, audio: bool = True, blan
         vin = inp.streams.video[0]
         vout = out.add_stream("libx264", rate=vin.average_rate)
         vout.width, vout.height, vout.pix_fmt = vin.codec_context.width, vin.codec_context.height, "yuv420p"
+        vout.codec_context.thread_count = 1  # the same bytes every run (a threaded encode varies)
         ain = inp.streams.audio[0] if audio and inp.streams.audio else None
         aout = out.add_stream_from_template(ain) if ain is not None else None  # before the first packet
         for i, frame in enumerate(inp.decode(video=0)):
