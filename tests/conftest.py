@@ -118,6 +118,33 @@ def encoders(parity_weights):
     return LSR.from_pretrained(parity_weights, networks=ENCODE_NETWORKS)
 
 
+@pytest.fixture(scope="module")
+def parity_model(parity_weights):
+    """The whole parity model (all five networks), as ``LSR.from_pretrained`` loads it."""
+    from thead.model import LSR
+
+    return LSR.from_pretrained(parity_weights)
+
+
+@pytest.fixture(scope="module")
+def avatar_store(tmp_path_factory, sample_dir, parity_model):
+    """An avatar store with "p17" (4 shots of id00017's train frames) and "astro" (the demo's
+    portrait), enrolled with the parity model and dlib."""
+    from thead.avatar import AvatarStore
+    from thead.demo import astronaut
+    from thead.enroll import EnrollOptions, enroll
+    from thead.faces import make_detector, save_image
+
+    store = AvatarStore(tmp_path_factory.mktemp("avatars"))
+    det = make_detector("dlib")
+    enroll(sample_dir / "fsth_eval_subset/train/id00017/OLguY5ofUrY/combined", "p17", EnrollOptions(num_shots=4),
+           model=parity_model, store=store, detector=det)
+    photo = tmp_path_factory.mktemp("photo") / "astronaut.png"
+    save_image(photo, astronaut())
+    enroll(photo, "astro", model=parity_model, store=store, detector=det)
+    return store
+
+
 @pytest.fixture
 def hf_env(tmp_path, monkeypatch) -> Path:
     """HF_* variables pointed into ``tmp_path`` (tests/fake_hub.py ``isolate_hf_env``)."""

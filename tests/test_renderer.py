@@ -11,27 +11,21 @@ import torch
 
 from thead.avatar import AvatarStore, PersonalWeights
 from thead.errors import AvatarError, UsageError
-from thead.faces import make_detector
 from thead.faces.images import load_image, to_tensor, to_uint8
 from thead.model import LSR, RENDER_NETWORKS, WeightsRecord
 from thead.renderer import Renderer, check_compatible, choose_personal, load_avatar_model
 
-TRAIN_17 = "fsth_eval_subset/train/id00017/OLguY5ofUrY/combined"
 TEST_17 = "fsth_eval_subset_processed/test/id00017/OLguY5ofUrY/combined"
 
 
 @pytest.fixture(scope="module")
-def model(parity_weights):
-    return LSR.from_pretrained(parity_weights)
+def model(parity_model):
+    return parity_model
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, sample_dir, model):
-    from thead.enroll import EnrollOptions, enroll
-
-    store = AvatarStore(tmp_path_factory.mktemp("avatars"))
-    enroll(sample_dir / TRAIN_17, "p17", EnrollOptions(num_shots=2), model=model, store=store, detector=make_detector("dlib"))
-    return store
+def store(avatar_store):
+    return avatar_store
 
 
 @pytest.fixture(scope="module")
