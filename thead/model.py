@@ -97,7 +97,12 @@ def layout_to_image(
     c = layout_generator.num_classes
     out = layout_generator(contour, z_layout, styles=layout_styles)
     logits, aux = out[:, :c], out[:, c:]
-    image = image_generator(logits.softmax(dim=1), z_style, seed=seed)
+    layout = logits.softmax(dim=1)  # softmax returns NCHW memory whatever its input's
+    if out.is_contiguous(memory_format=torch.channels_last):
+        # keep G^s's layout convolutions on oneDNN's NHWC path: from NCHW each one re-laid the
+        # layout out (224²: 0.7 ms a call) and the small ones fell back to torch's slow kernel
+        layout = layout.contiguous(memory_format=torch.channels_last)
+    image = image_generator(layout, z_style, seed=seed)
     return RenderOutput(image=image, layout_logits=logits, aux_rgb=aux)
 
 
