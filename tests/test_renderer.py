@@ -146,3 +146,17 @@ def test_bad_settings_are_one_line(model, store):
     prepared = Renderer.for_avatar(model, avatar, device="cpu").model
     with pytest.raises(UsageError, match="already prepared"):
         Renderer.build(prepared, avatar.latents, personal=_personal(model), device="cpu")
+
+
+def test_the_layout_reaches_g_s_channels_last(model, store, contours):
+    """G^l's softmax returns NCHW memory; the render path hands G^s a channels-last layout (its
+    convolutions then stay on oneDNN's NHWC kernels instead of re-laying it out per call)."""
+    r = Renderer.for_avatar(model, store.load("p17"), device="cpu")
+    seen = []
+    hook = r.model.image_generator.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    try:
+        r.render(contours[:1])
+    finally:
+        hook.remove()
+    layout = seen[0]
+    assert layout.shape == (1, 19, 224, 224) and layout.is_contiguous(memory_format=torch.channels_last)
