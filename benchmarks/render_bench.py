@@ -2,8 +2,9 @@
 
 The ceiling is what oneDNN (which runs every convolution of the model) reaches on two large,
 well-shaped convolutions in the same process: a 3x3 conv, 256 -> 256 channels at 112², and a 1x1
-conv equal to a 4096² GEMM (4096 -> 4096 channels at 64²), channels-last, fp32 and bf16; the
-ceiling of a dtype is the faster of the two. (``a @ b`` goes to MKL, which is slower than oneDNN
+conv equal to a 4096² GEMM (4096 -> 4096 channels at 64²), channels-last, fp32 and bf16, each
+timed with its plain weight (reordered by every call) and packed once (as the render path runs);
+the ceiling of a dtype is the fastest of these. (``a @ b`` goes to MKL, which is slower than oneDNN
 on this AMD CPU: it is printed for reference only.) GFLOPs are the authors' work: 2·MAC of every
 conv/dense/blur layer of the reference networks, counted once before any inference rewrite.
 
@@ -11,7 +12,8 @@ Rounds interleave everything (ceiling convs, then each dtype x batch x variant),
 from other processes hits all alike; each figure is the median over rounds (min in brackets),
 and ratios use the ceiling's median from the same rounds ("best x best" also divides the
 fastest render by the fastest ceiling conv). Variants: ``reference`` (the training-path modules
-in eval mode), ``fast`` (``LSR.for_inference_()``, what ``thead animate`` runs) and ``compiled``
+in eval mode), ``fast`` (``LSR.for_inference_(dtype=...)``, what ``thead animate`` runs: convolutions packed for
+oneDNN in the render dtype) and ``compiled``
 (``for_inference_(compile=True)``; its first call per dtype and batch compiles, in the warm-up).
 
 ``--profile`` adds a per-block table (eager, inclusive time of each block of G^l and G^s,
@@ -38,6 +40,7 @@ import torch.nn.functional as F
 
 from thead.config import LSRConfig
 from thead.model import ENCODE_NETWORKS, LSR, RENDER_NETWORKS, Latents
+from thead.nn import onednn
 from thead.nn.layers import BlurDown, EqualConv2d, EqualLinear
 from thead.runtime import tune_cpu_allocator
 
@@ -97,18 +100,24 @@ def make_ceiling_convs(dtype: torch.dtype) -> dict[str, tuple]:
     for name, (n, ci, co, k, s) in CEILING_CONVS.items():
         x = torch.randn(n, ci, s, s).to(dtype).contiguous(memory_format=torch.channels_last)
         w = (torch.randn(co, ci, k, k) / (ci * k * k) ** 0.5).to(dtype).contiguous(memory_format=torch.channels_last)
-        out[name] = (x, w, k // 2, 2 * n * co * s * s * ci * k * k / 1e9)
+        packed = onednn.pack(w, dtype, k // 2, x.shape) if onednn.available() else None
+        out[name] = (x, w, packed, k // 2, 2 * n * co * s * s * ci * k * k / 1e9)
     return out
 
 
-def conv_rate(x, w, pad, gflops) -> float:
-    """GFLOP/s of one oneDNN convolution call (best of 2)."""
+def conv_rate(x, w, packed, pad, gflops) -> float:
+    """GFLOP/s of one oneDNN convolution (best of 2 calls each with the plain weight, reordered
+    by every call, and the packed one, as the render path runs it: the faster of the two)."""
     best = float("inf")
     with torch.inference_mode():
         for _ in range(2):
             t = clock()
             F.conv2d(x, w, padding=pad)
             best = min(best, clock() - t)
+            if packed is not None:
+                t = clock()
+                onednn.conv(x, packed, None, pad, x.dtype)
+                best = min(best, clock() - t)
     return gflops / best
 
 
@@ -179,7 +188,7 @@ def profile_blocks(model: LSR) -> list[str]:
     return pick
 
 
-def bf16_accuracy(model: LSR, state, name: str) -> None:
+def bf16_accuracy(model: LSR, model16: LSR, latents: Latents, name: str) -> None:
     """bf16 against fp32 on one frame, chained and per network. Random weights make G^s chaotic
     in its layout input (a flipped argmax pixel changes the frame), so the chained PSNR
     understates bf16; each network on its own is the meaningful figure."""
@@ -191,11 +200,12 @@ def bf16_accuracy(model: LSR, state, name: str) -> None:
         return 10 * torch.log10(torch.tensor(4.0 / mse)).item()
 
     with torch.inference_mode():
+        state, state16 = model.prepare(latents), model16.prepare(latents)
         ref = model.render(contour, state)
         with torch.autocast("cpu", torch.bfloat16):
-            chained = model.render(contour, state).image
-            logits16 = model.layout_generator(contour, styles=state.layout_styles)[:, :c]
-            img16 = model.image_generator(ref.layout, seed=state.seed)
+            chained = model16.render(contour, state16).image
+            logits16 = model16.layout_generator(contour, styles=state16.layout_styles)[:, :c]
+            img16 = model16.image_generator(ref.layout, seed=state16.seed)
         img32 = model.image_generator(ref.layout, seed=state.seed)
     agree = (logits16.float().argmax(1) == ref.layout_logits.argmax(1)).float().mean().item()
     print(f"bf16 vs fp32 ({name}): chained frame PSNR {psnr(chained, ref.image):.1f} dB; G^l layout argmax "
@@ -204,12 +214,12 @@ def bf16_accuracy(model: LSR, state, name: str) -> None:
 
 # -- main -------------------------------------------------------------------------------------
 
-def build_variant(base: LSR, name: str) -> LSR:
+def build_variant(base: LSR, name: str, dtype: str = "fp32") -> LSR:
     m = copy.deepcopy(base)
     if name == "reference":  # eval only: no folding, no fusion, NCHW as loaded
         return m.eval().requires_grad_(False)
-    if name == "fast":
-        return m.for_inference_()
+    if name == "fast":  # convolutions packed for oneDNN in the render dtype, as Renderer does
+        return m.for_inference_(dtype=DTYPES[dtype])
     if name == "compiled":
         return m.for_inference_(compile=True)
     raise SystemExit(f"error: unknown variant {name!r} (reference, fast, compiled)")
@@ -245,10 +255,16 @@ def main() -> None:
     contour1 = torch.rand(1, 3, 224, 224) * 2 - 1
     flops = count_flops(base, contour1, latents)
     gf = flops["frame"]
-    models = {v: build_variant(base, v) for v in variants}
-    if args.profile and "fast" not in models:
-        models["fast"] = build_variant(base, "fast")
-    states = {v: m.prepare(latents) for v, m in models.items()}
+    # the fast variant is built per dtype (its packed weights are in the render dtype)
+    wanted = set(variants) | ({"fast"} if args.profile else set())
+    models, shared = {}, {}
+    for v in wanted:
+        for d in dtypes:
+            if v == "fast":
+                models[v, d] = build_variant(base, v, d)
+            else:
+                models[v, d] = shared.setdefault(v, build_variant(base, v))
+    states = {k: m.prepare(latents) for k, m in models.items()}
     contours = {b: (torch.rand(b, 3, 224, 224) * 2 - 1).contiguous(memory_format=torch.channels_last) for b in batches}
     convs = {d: make_ceiling_convs(DTYPES[d]) for d in dtypes}
 
@@ -260,7 +276,7 @@ def main() -> None:
     for d in dtypes:
         for b in batches:
             for v in variants:
-                calls[d, b, v] = render_call(models[v], states[v], contours[b], d)
+                calls[d, b, v] = render_call(models[v, d], states[v, d], contours[b], d)
                 t = timed(calls[d, b, v])
                 print(f"  warm-up {v} {d} B{b}: {t:.0f} ms", flush=True)
                 calls[d, b, v]()
@@ -269,8 +285,8 @@ def main() -> None:
     prof = {}
     if args.profile:
         for d in dtypes:
-            prof[d] = BlockTimer(models["fast"], profile_blocks(models["fast"]))
-        prof_call = {d: render_call(models["fast"], states["fast"], contours[1], d) for d in dtypes}
+            prof[d] = BlockTimer(models["fast", d], profile_blocks(models["fast", d]))
+        prof_call = {d: render_call(models["fast", d], states["fast", d], contours[1], d) for d in dtypes}
     mkl = []
     for r in range(args.rounds):
         mkl.append(mkl_gemm_rate())
@@ -315,7 +331,7 @@ def main() -> None:
             print("| block | ms | % frame | GFLOPs | GFLOP/s | x ceiling |")
             print("| --- | --- | --- | --- | --- | --- |")
             covered = 0.0
-            for blk in profile_blocks(models["fast"]):
+            for blk in profile_blocks(models["fast", d]):
                 if blk not in t:
                     continue
                 bms, bgf = statistics.median(t[blk]), block_flops(flops, blk)
@@ -325,7 +341,9 @@ def main() -> None:
             print(f"| other (softmax, upsampling, layout pyramid, glue) | {frame - covered:.1f} | "
                   f"{100 * (frame - covered) / frame:.0f}% | — | — | — |")
     if "bf16" in dtypes:
-        bf16_accuracy(models[variants[-1]], states[variants[-1]], variants[-1])
+        v = variants[-1]
+        m32 = models[v, "fp32"] if (v, "fp32") in models else build_variant(base, v, "fp32")
+        bf16_accuracy(m32, models[v, "bf16"], latents, v)
     if args.encoders:
         enc = build_variant(base, "fast")
         for k in (1, 8):

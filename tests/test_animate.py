@@ -252,4 +252,7 @@ def test_compile_option_renders_through_the_compiled_step(model, store, clips, m
     assert compiled == []
     through = [f.image for f in animator(model, store, "p17", max_frames=3, compile=True).frames(clips["61"])]
     assert sum(compiled) == 3  # every frame went through the compiled step
-    assert all(np.array_equal(a, b) for a, b in zip(plain, through))
+    # the eager path runs packed oneDNN convolutions, the step handed to the compiler the plain
+    # ones (inductor packs its own): the same frames to float32 rounding, at most 1 level apart
+    assert len(plain) == len(through) == 3
+    assert all(np.abs(a.astype(np.int16) - b).max() <= 1 for a, b in zip(plain, through))

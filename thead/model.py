@@ -21,7 +21,7 @@ from thead._atomic import atomic_dir
 from thead._hash import sha256_file
 from thead.config import LSRConfig
 from thead.errors import WeightsError
-from thead.nn import Discriminator, Encoder, ImageGenerator, LayoutGenerator
+from thead.nn import Discriminator, Encoder, ImageGenerator, LayoutGenerator, onednn
 from thead.runtime import CompiledOrEager
 
 CONFIG_NAME = "config.json"
@@ -177,12 +177,16 @@ class LSR(nn.Module):
         return layout_to_image(self.layout_generator, self.image_generator, contour, z_layout=latents.z_layout, z_style=latents.z_style)
 
     # -- inference -------------------------------------------------------------------------
-    def for_inference_(self, *, channels_last: bool = True, compile: bool = False) -> LSR:
+    def for_inference_(self, *, channels_last: bool = True, compile: bool = False,
+                       dtype: torch.dtype = torch.float32) -> LSR:
         """Prepare in place for rendering only: eval mode, no gradients, the equalized-LR
         scales baked into the weights (saves a weight-sized multiply per layer and call),
         SPADE's γ and β convolutions fused into one (with the "1 +" in its bias), IN(x) shared
         by the SPADE layers that normalise the same x, G^l's 1x1 shortcuts before their
         upsampling, and channels-last memory format (oneDNN's fast convolution layout on CPUs).
+        With ``channels_last`` (the CPU) and no ``compile``, every convolution's weight is also
+        packed once for oneDNN in ``dtype`` (the render dtype: fp32, or bf16 under autocast)
+        with its ReLU or residual addition fused in (``thead.nn.onednn``).
         Outputs equal the reference path's to float32 rounding (tests/nn/test_parity.py).
 
         ``compile=True`` also runs each render step through ``torch.compile`` (inductor with
@@ -205,6 +209,11 @@ class LSR(nn.Module):
                 m.fold_scale_()
         if channels_last:
             self.to(memory_format=torch.channels_last)
+            if not compile and onednn.available() and dtype in (torch.float32, torch.bfloat16):
+                for net in (self.layout_generator, self.image_generator):
+                    for m in net.modules() if net is not None else ():
+                        if isinstance(m, EqualConv2d) and m.weight.device.type == "cpu":
+                            m.pack_(dtype)
         if compile:
             self.compiled_render = CompiledOrEager(self._render)
         self.inference_only = True

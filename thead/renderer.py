@@ -157,7 +157,8 @@ class Renderer:
                 render.weights = model.weights
             if personal is not None:
                 apply_personal(render, personal)
-            render.for_inference_(channels_last=device.type == "cpu", compile=compile)
+            cpu = device.type == "cpu"
+            render.for_inference_(channels_last=cpu, compile=compile, dtype=DTYPES[dtype] if cpu else torch.float32)
         render = render.to(device)
         if device.type == "cpu":
             tune_cpu_allocator()

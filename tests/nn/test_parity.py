@@ -18,6 +18,8 @@ import torch
 
 from tests.nn.tf_instance_norm import use_tf_order
 from thead.model import LSR, Latents
+from thead.nn import onednn
+from thead.nn.layers import EqualConv2d
 
 
 def nchw(a: np.ndarray) -> torch.Tensor:
@@ -185,11 +187,30 @@ def test_inference_path_chained(fast_model, parity_vectors, shots):
     assert_close(out.image, v["image_gen_out"], 1e-2, 0, "image, inference path")
 
 
+@pytest.fixture(scope="module")
+def fast_model_bf16(parity_weights) -> LSR:
+    """Prepared as the renderer prepares it for --dtype bf16 (convolutions packed in bf16)."""
+    return LSR.from_pretrained(parity_weights).for_inference_(dtype=torch.bfloat16)
+
+
+def test_inference_path_runs_packed_convolutions(fast_model, fast_model_bf16):
+    """The parity tests above and below run the packed oneDNN convolutions (where this torch
+    has them): every G^l and G^s convolution is packed, in the render dtype."""
+    if not onednn.available():
+        pytest.skip("this torch build has no oneDNN post-op convolutions (the plain path is tested)")
+    for m, dtype in ((fast_model, torch.float32), (fast_model_bf16, torch.bfloat16)):
+        convs = [c for net in (m.layout_generator, m.image_generator) for c in net.modules() if isinstance(c, EqualConv2d)]
+        assert convs and all(c.pack_dtype == dtype for c in convs)
+
+
+@pytest.mark.parametrize("packed_for", ["fp32", "bf16"])
 @torch.inference_mode()
-def test_inference_path_bf16_per_network(fast_model, parity_vectors):
+def test_inference_path_bf16_per_network(fast_model, fast_model_bf16, parity_vectors, packed_for):
     """bf16 autocast on the inference path: each network close to the fp32 reference
-    (bf16 keeps ~3 significant digits; bounds from the first measurement with margin)."""
-    v, m = parity_vectors, fast_model
+    (bf16 keeps ~3 significant digits; bounds from the first measurement with margin). Packed
+    for bf16 (what the renderer runs) and packed for fp32 (its convolutions fall back to
+    autocast's own)."""
+    v, m = parity_vectors, (fast_model if packed_for == "fp32" else fast_model_bf16)
     with torch.autocast("cpu", torch.bfloat16):
         logits = m.layout_generator(cl(nchw(v["in_tgt_contour"])), styles=m.layout_generator.styles(torch.from_numpy(v["z_layout"])))
         img = m.image_generator(cl(nchw(v["image_gen_in_prob"])), seed=m.image_generator.seed(torch.from_numpy(v["z_style"])))

@@ -23,12 +23,13 @@ class SPADEConvBlock(nn.Module):
         self.conv = EqualConv2d(in_ch, out_ch, kernel_size, bias=bias)
         self.act = act
 
-    def forward(self, x: Tensor, layout: Tensor, *, normalized: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, layout: Tensor, *, normalized: Tensor | None = None, add: Tensor | None = None) -> Tensor:
+        """``add``: a residual added to the convolution's output (fused into it when packed)."""
         h = self.spade_norm(x, layout, normalized=normalized)
         if self.act:
             # the fused inference path owns h: activate it in place (no new 224² buffer)
             h = F.leaky_relu_(h, 0.2) if self.spade_norm.gamma_beta_conv is not None else leaky_relu(h)
-        return self.conv(h)
+        return self.conv(h, add=add)
 
 
 class SPADEResBlock(nn.Module):
@@ -45,13 +46,17 @@ class SPADEResBlock(nn.Module):
         )
 
     def forward(self, x: Tensor, layout: Tensor) -> Tensor:
+        fused = self.conv_block0.spade_norm.gamma_beta_conv is not None  # inference rewrites on
         if self.shortcut is None:
+            if fused:  # the residual added inside conv_block1's convolution
+                return self.conv_block1(self.conv_block0(x, layout), layout, add=x)
             return self.conv_block1(self.conv_block0(x, layout), layout) + x
         # Inference: conv_block0's and the shortcut's SPADE normalise the same x; IN(x) once.
-        xn = self.conv_block0.spade_norm.norm(x) if self.conv_block0.spade_norm.gamma_beta_conv is not None else None
+        xn = self.conv_block0.spade_norm.norm(x) if fused else None
         skip = self.shortcut(x, layout, normalized=xn)
-        out = self.conv_block1(self.conv_block0(x, layout, normalized=xn), layout)
-        return out + skip if xn is None else out.add_(skip)
+        if fused:
+            return self.conv_block1(self.conv_block0(x, layout, normalized=xn), layout, add=skip)
+        return self.conv_block1(self.conv_block0(x, layout), layout) + skip
 
 
 class ImageGenerator(nn.Module):

@@ -33,9 +33,9 @@ class ResBlockDown(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv0(leaky_relu(self.norm0(x)))
-        h = self.conv1(leaky_relu(self.norm1(h)))
-        # blur is linear: blur(main) + blur(skip) = blur(main + skip), one pass instead of two
-        return self.down(h + self.conv_shortcut(x))
+        # blur is linear: blur(main) + blur(skip) = blur(main + skip), one pass instead of two;
+        # the addition happens inside conv1 (a oneDNN post-op when packed)
+        return self.down(self.conv1(leaky_relu(self.norm1(h)), add=self.conv_shortcut(x)))
 
 
 class ResBlockUp(nn.Module):
@@ -67,8 +67,7 @@ class ResBlockUp(nn.Module):
     def forward(self, x: Tensor, styles: tuple[Tensor, Tensor]) -> Tensor:
         if self.fused:
             h = self.conv0(upsample(F.leaky_relu_(self.norm0(x, styles[0]), 0.2)))
-            h = self.conv1(F.leaky_relu_(self.norm1(h, styles[1]), 0.2))
-            return h.add_(upsample(self.conv_shortcut(x)))
+            return self.conv1(F.leaky_relu_(self.norm1(h, styles[1]), 0.2), add=upsample(self.conv_shortcut(x)))
         h = self.conv0(upsample(leaky_relu(self.norm0(x, styles[0]))))
         h = self.conv1(leaky_relu(self.norm1(h, styles[1])))
         return h + self.conv_shortcut(upsample(x))
