@@ -182,8 +182,9 @@ class LSR(nn.Module):
         """Prepare in place for rendering only: eval mode, no gradients, the equalized-LR
         scales baked into the weights (saves a weight-sized multiply per layer and call),
         SPADE's γ and β convolutions fused into one (with the "1 +" in its bias), IN(x) shared
-        by the SPADE layers that normalise the same x, G^l's 1x1 shortcuts before their
-        upsampling, and channels-last memory format (oneDNN's fast convolution layout on CPUs).
+        by the SPADE layers that normalise the same x, G^s's 1x1 shortcut folded into its
+        SPADE's β convolution (C_out instead of C_in β channels), G^l's 1x1 shortcuts before
+        their upsampling, and channels-last memory format (oneDNN's fast convolution layout on CPUs).
         With ``channels_last`` (the CPU) and no ``compile``, every convolution's weight is also
         packed once for oneDNN in ``dtype`` (the render dtype: fp32, or bf16 under autocast)
         with its ReLU or residual addition fused in (``thead.nn.onednn``).
@@ -207,6 +208,10 @@ class LSR(nn.Module):
         for m in self.modules():
             if isinstance(m, (EqualConv2d, EqualLinear)):
                 m.fold_scale_()
+        if self.image_generator is not None:
+            for block in self.image_generator.blocks:
+                if block.shortcut is not None:
+                    block.shortcut.fold_beta_()  # W·β folded into the β convolution
         if channels_last:
             self.to(memory_format=torch.channels_last)
             if not compile and onednn.available() and dtype in (torch.float32, torch.bfloat16):

@@ -49,6 +49,23 @@ def test_packed_fp32_equals_conv2d_with_post_ops(k, bias, size):
 
 
 @torch.inference_mode()
+def test_deep_fp32_input_runs_in_channel_slices_with_the_same_result():
+    """fp32, 3x3, 1024 input channels at 14²-28²: run as two 512-channel convolutions summed
+    through the residual post-op (onednn.input_pieces); the residual and ReLU still apply once."""
+    conv = _conv(1024, 16, 3)
+    x, res = _x(1, 1024, 14, 14), _x(1, 16, 14, 14, seed=2)
+    assert onednn.input_pieces(torch.float32, x.shape, 3) == 2
+    assert onednn.input_pieces(torch.bfloat16, x.shape, 3) == 1
+    assert onednn.input_pieces(torch.float32, torch.Size([1, 1024, 7, 7]), 3) == 1
+    ref = F.conv2d(x, conv.weight, conv.bias, padding=1)
+    conv.pack_(torch.float32)
+    got = conv(x, add=res, relu=True)
+    assert len(conv._packs[x.shape]) == 2
+    torch.testing.assert_close(got, (ref + res).relu(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(conv(x), ref, rtol=1e-4, atol=1e-4)
+
+
+@torch.inference_mode()
 def test_packed_bf16_under_autocast_matches_autocast_conv():
     conv = _conv(64, 32, 3)
     x, res = _x(1, 64, 28, 28), _x(1, 32, 28, 28, seed=2)

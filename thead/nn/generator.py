@@ -7,6 +7,7 @@ size. Output is linear RGB (no tanh, ref §9.5); clip to [-1, 1] for display.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -23,8 +24,35 @@ class SPADEConvBlock(nn.Module):
         self.conv = EqualConv2d(in_ch, out_ch, kernel_size, bias=bias)
         self.act = act
 
+    beta_folded: int = 0  # set by fold_beta_(): C_in, the γ channels of the fused γ/β conv
+
+    @torch.no_grad()
+    def fold_beta_(self) -> None:
+        """Inference only, for the shortcut (no activation, a bias-free 1x1 conv W; after the
+        SPADE's fuse_ and every fold_scale_): ``W·(IN(x)·γ + β) = W·(IN(x)·γ) + W·β``, and W·β
+        is the β convolution with W folded into its weights. So the fused γ/β convolution makes
+        C_in + C_out channels instead of 2·C_in (an exact identity; saves a quarter of its
+        multiply-adds when C_out = C_in / 2, as in every G^s shortcut), and W·β enters the 1x1
+        conv as its residual (a post-op when packed)."""
+        gb, w = self.spade_norm.gamma_beta_conv, self.conv.weight
+        if self.act or gb is None or self.conv.bias is not None or w.shape[-1] != 1 or self.conv.scale != 1.0:
+            raise ValueError("fold_beta_ needs a fused SPADE and an activation-free, bias-free, folded 1x1 conv")
+        c_in = w.shape[1]
+        w2 = w[:, :, 0, 0].double()
+        beta_w = torch.einsum("oc,chuv->ohuv", w2, gb.weight[c_in:].double()).to(gb.weight.dtype)
+        beta_b = (w2 @ gb.bias[c_in:].double()).to(gb.bias.dtype)
+        gb.weight = nn.Parameter(torch.cat([gb.weight[:c_in], beta_w]), requires_grad=False)
+        gb.bias = nn.Parameter(torch.cat([gb.bias[:c_in], beta_b]), requires_grad=False)
+        self.beta_folded = c_in
+
     def forward(self, x: Tensor, layout: Tensor, *, normalized: Tensor | None = None, add: Tensor | None = None) -> Tensor:
         """``add``: a residual added to the convolution's output (fused into it when packed)."""
+        if self.beta_folded:
+            spade = self.spade_norm
+            xn = spade.norm(x) if normalized is None else normalized
+            g = spade.gamma_beta_conv(spade.conv0(layout, relu=True))
+            gamma, wbeta = g[:, : self.beta_folded], g[:, self.beta_folded :]
+            return self.conv(xn * gamma, add=wbeta if add is None else wbeta + add)
         h = self.spade_norm(x, layout, normalized=normalized)
         if self.act:
             # the fused inference path owns h: activate it in place (no new 224² buffer)

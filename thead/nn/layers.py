@@ -50,7 +50,17 @@ class EqualConv2d(nn.Module):
         """``conv(x)``, then ``+ add`` (a residual), then ReLU: one oneDNN call when packed."""
         if self.pack_dtype is not None and x.device.type == "cpu" and not torch.is_grad_enabled() \
                 and onednn.compute_dtype(x) == self.pack_dtype:
-            return onednn.conv(x, self._packed_for(x), self.packed_bias, self.padding, self.pack_dtype, relu=relu, add=add)
+            packs = self._packed_for(x)
+            if len(packs) == 1:
+                return onednn.conv(x, packs[0], self.packed_bias, self.padding, self.pack_dtype, relu=relu, add=add)
+            step = x.shape[1] // len(packs)  # input channels in slices, summed through the post-op
+            y, bias = add, self.packed_bias
+            for i, packed in enumerate(packs):
+                last = i == len(packs) - 1
+                y = onednn.conv(x[:, i * step : (i + 1) * step], packed, bias, self.padding, self.pack_dtype,
+                                relu=relu and last, add=y)
+                bias = None
+            return y
         w = self.weight if self.scale == 1.0 else self.weight * self.scale
         if torch.is_grad_enabled():  # training: derivatives of every order as conv primitives
             y = ops.conv2d(x, w, self.bias, self.padding)
@@ -75,15 +85,20 @@ class EqualConv2d(nn.Module):
         on oneDNN with the weight reordered once per input shape (``thead.nn.onednn``)."""
         self.pack_dtype = dtype
         self.packed_bias = None if self.bias is None else self.bias.detach().to(dtype)
-        self._packs: dict[torch.Size, Tensor] = {}
+        self._packs: dict[torch.Size, list[Tensor]] = {}
 
-    def _packed_for(self, x: Tensor) -> Tensor:
+    def _packed_for(self, x: Tensor) -> list[Tensor]:
         # per input shape, as inductor packs: a shape-free pack of a 1x1 kernel runs ~15x
         # slower at 14² (oneDNN picks a layout for no particular input)
-        packed = self._packs.get(x.shape)
-        if packed is None:
-            packed = self._packs[x.shape] = onednn.pack(self.weight, self.pack_dtype, self.padding, x.shape)
-        return packed
+        packs = self._packs.get(x.shape)
+        if packs is None:
+            n = onednn.input_pieces(self.pack_dtype, x.shape, self.weight.shape[-1])
+            step = x.shape[1] // n
+            piece = torch.Size([x.shape[0], step, *x.shape[2:]])
+            packs = self._packs[x.shape] = [
+                onednn.pack(self.weight[:, i * step : (i + 1) * step], self.pack_dtype, self.padding, piece) for i in range(n)
+            ]
+        return packs
 
     def extra_repr(self) -> str:
         o, i, k, _ = self.weight.shape

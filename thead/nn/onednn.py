@@ -35,8 +35,20 @@ def available() -> bool:
 def pack(weight: Tensor, dtype: torch.dtype, padding: int, input_shape: torch.Size) -> Tensor:
     """The stride-1 convolution weight [O, I, k, k] reordered once for oneDNN in ``dtype``, in
     the layout oneDNN picks for inputs of ``input_shape`` (an opaque mkldnn tensor)."""
-    return torch.ops.mkldnn._reorder_convolution_weight(weight.detach().to(dtype), [padding, padding], _ONE, _ONE, 1,
+    return torch.ops.mkldnn._reorder_convolution_weight(weight.detach().to(dtype).contiguous(), [padding, padding], _ONE, _ONE, 1,
                                                         list(input_shape))
+
+
+def input_pieces(dtype: torch.dtype, shape: torch.Size, kernel_size: int) -> int:
+    """How many equal slices of its input channels a packed convolution is run as (summed
+    through the residual post-op). oneDNN's fp32 3x3 kernel slows down on very deep inputs at
+    14²-28²: 1024 -> 256 channels at 28² ran at 134 GFLOP/s whole and 212 in two 512-channel
+    halves, 1024 -> 512 at 14² 170 against 217; at 7² and 56², and in bf16, whole was as fast
+    or faster (measured on this project's 2-core Zen 4, torch 2.13)."""
+    c, h, w = shape[1], shape[2], shape[3]
+    if dtype == torch.float32 and kernel_size == 3 and c >= 1024 and c % 512 == 0 and 14 * 14 <= h * w <= 28 * 28:
+        return c // 512
+    return 1
 
 
 def compute_dtype(x: Tensor) -> torch.dtype:
