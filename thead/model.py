@@ -197,7 +197,7 @@ class LSR(nn.Module):
 
         The result cannot be saved or trained."""
         from thead.nn.layers import SPADE, EqualConv2d, EqualLinear, InstanceNorm
-        from thead.nn.layout import ResBlockUp
+        from thead.nn.layout import ResBlockDown, ResBlockUp
 
         self.eval().requires_grad_(False)
         for m in list(self.modules()):
@@ -219,6 +219,8 @@ class LSR(nn.Module):
                     for m in net.modules() if net is not None else ():
                         if isinstance(m, EqualConv2d) and m.weight.device.type == "cpu":
                             m.pack_(dtype)
+                        elif isinstance(m, ResBlockDown) and m.conv1.weight.device.type == "cpu":
+                            m.fold_blur_(dtype)  # conv1 + blur pooling as one strided 5x5 conv
         if compile:
             self.compiled_render = CompiledOrEager(self._render)
         self.inference_only = True

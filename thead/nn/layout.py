@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from thead.config import LayoutGeneratorConfig
+from thead.nn import onednn
 from thead.nn.layers import BlurDown, EqualConv2d, InstanceNorm, StyleModulation, leaky_relu, upsample
 
 
@@ -33,9 +34,50 @@ class ResBlockDown(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv0(leaky_relu(self.norm0(x)))
+        a = leaky_relu(self.norm1(h))
+        if self.conv1_down is not None and not torch.is_grad_enabled() and a.device.type == "cpu" \
+                and onednn.compute_dtype(a) == self.conv1_down[2] and a.shape[-1] % 2 == 0 and a.shape[-2] % 2 == 0:
+            # the 1x1 shortcut commutes with the (per-channel, zero-padded) blur: on 1/4 of the pixels
+            return self._conv1_down(a, add=self.conv_shortcut(self.down(x)))
         # blur is linear: blur(main) + blur(skip) = blur(main + skip), one pass instead of two;
         # the addition happens inside conv1 (a oneDNN post-op when packed)
-        return self.down(self.conv1(leaky_relu(self.norm1(h)), add=self.conv_shortcut(x)))
+        return self.down(self.conv1(a, add=self.conv_shortcut(x)))
+
+    conv1_down: tuple[Tensor, Tensor, torch.dtype] | None = None  # set by fold_blur_()
+
+    @torch.no_grad()
+    def fold_blur_(self, dtype: torch.dtype) -> None:
+        """Inference on the CPU only (after fold_scale_; packs for oneDNN in ``dtype``): blur
+        (3x3, stride 2) after conv1 (3x3) is one 5x5 convolution evaluated only where the blur
+        samples, with stride 2: 25/4 instead of 9 multiply-adds per input pixel and channel
+        pair, and no full-size conv1 output. Exact but for the blur's zero padding after the
+        last row and column (TF 'SAME' on even sizes), which ``_conv1_down`` recomputes."""
+        w = self.conv1.weight.double()
+        k = self.down.kernel[0, 0].double()
+        w5 = torch.zeros(w.shape[0], w.shape[1], 5, 5, dtype=torch.float64)
+        for u in range(3):
+            for v in range(3):
+                w5[:, :, u : u + 3, v : v + 3] += k[u, v] * w
+        self._w5 = w5.to(self.conv1.weight.dtype)
+        self._w5_packs: dict[torch.Size, Tensor] = {}
+        self.conv1_down = (self._w5, self.conv1.bias.detach().to(dtype), dtype)
+
+    def _conv1_down(self, a: Tensor, add: Tensor) -> Tensor:
+        _, bias, dtype = self.conv1_down
+        h, w = a.shape[-2:]
+        padded = F.pad(a, (1, 2, 1, 2))  # out[i] = Σ_t W5[t]·a[2i + t - 1], i = 0 .. h/2 - 1
+        packed = self._w5_packs.get(padded.shape)
+        if packed is None:
+            packed = self._w5_packs[padded.shape] = onednn.pack(self._w5, dtype, 0, padded.shape, stride=2)
+        out = onednn.conv(padded, packed, bias, 0, dtype, add=add, stride=2)
+        # the last output row and column: the blur reads a zero row/column after conv1's output,
+        # where the 5x5 form sees conv1 evaluated outside the image; recompute them from strips
+        kernel = self.down.kernel.to(out.dtype).expand(out.shape[1], 1, 3, 3)
+        rows = self.conv1(a[:, :, h - 3 :])[:, :, 1:]  # conv1's last two rows
+        out[:, :, -1:] = F.conv2d(F.pad(rows, (0, 1, 0, 1)), kernel, stride=2, groups=out.shape[1]) + add[:, :, -1:]
+        cols = self.conv1(a[:, :, :, w - 3 :])[:, :, :, 1:]  # its last two columns
+        out[:, :, :, -1:] = F.conv2d(F.pad(cols, (0, 1, 0, 1)), kernel, stride=2, groups=out.shape[1]) + add[:, :, :, -1:]
+        return out
 
 
 class ResBlockUp(nn.Module):

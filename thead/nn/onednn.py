@@ -32,11 +32,11 @@ def available() -> bool:
         return False
 
 
-def pack(weight: Tensor, dtype: torch.dtype, padding: int, input_shape: torch.Size) -> Tensor:
-    """The stride-1 convolution weight [O, I, k, k] reordered once for oneDNN in ``dtype``, in
-    the layout oneDNN picks for inputs of ``input_shape`` (an opaque mkldnn tensor)."""
-    return torch.ops.mkldnn._reorder_convolution_weight(weight.detach().to(dtype).contiguous(), [padding, padding], _ONE, _ONE, 1,
-                                                        list(input_shape))
+def pack(weight: Tensor, dtype: torch.dtype, padding: int, input_shape: torch.Size, stride: int = 1) -> Tensor:
+    """The convolution weight [O, I, k, k] reordered once for oneDNN in ``dtype``, in the
+    layout oneDNN picks for inputs of ``input_shape`` (an opaque mkldnn tensor)."""
+    return torch.ops.mkldnn._reorder_convolution_weight(weight.detach().to(dtype).contiguous(), [padding, padding],
+                                                        [stride, stride], _ONE, 1, list(input_shape))
 
 
 def input_pieces(dtype: torch.dtype, shape: torch.Size, kernel_size: int) -> int:
@@ -59,13 +59,13 @@ def compute_dtype(x: Tensor) -> torch.dtype:
 
 
 def conv(x: Tensor, packed: Tensor, bias: Tensor | None, padding: int, dtype: torch.dtype, *,
-         relu: bool = False, add: Tensor | None = None) -> Tensor:
+         relu: bool = False, add: Tensor | None = None, stride: int = 1) -> Tensor:
     """``conv(x) + bias``, then ``+ add`` (a residual of the output's shape), then ReLU, in one
     oneDNN call; ``packed``/``bias`` in ``dtype``; output channels-last in ``dtype``."""
     x = x.to(dtype).contiguous(memory_format=torch.channels_last)
-    pad = [padding, padding]
+    pad, st = [padding, padding], [stride, stride]
     if add is None:
-        return torch.ops.mkldnn._convolution_pointwise(x, packed, bias, pad, _ONE, _ONE, 1, "relu" if relu else "none", [], "")
+        return torch.ops.mkldnn._convolution_pointwise(x, packed, bias, pad, st, _ONE, 1, "relu" if relu else "none", [], "")
     add = add.to(dtype).contiguous(memory_format=torch.channels_last)
     return torch.ops.mkldnn._convolution_pointwise.binary(
-        x, add, packed, bias, pad, _ONE, _ONE, 1, "add", None, "relu" if relu else None, [], None)
+        x, add, packed, bias, pad, st, _ONE, 1, "add", None, "relu" if relu else None, [], None)
