@@ -221,6 +221,8 @@ class LSR(nn.Module):
                             m.pack_(dtype)
                         elif isinstance(m, ResBlockDown) and m.conv1.weight.device.type == "cpu":
                             m.fold_blur_(dtype)  # conv1 + blur pooling as one strided 5x5 conv
+                        elif isinstance(m, ResBlockUp) and m.conv0.weight.device.type == "cpu":
+                            m.fold_upsample_(dtype)  # conv0 of the upsampling at the input's size
         if compile:
             self.compiled_render = CompiledOrEager(self._render)
         self.inference_only = True

@@ -36,7 +36,7 @@ class ResBlockDown(nn.Module):
         h = self.conv0(leaky_relu(self.norm0(x)))
         a = leaky_relu(self.norm1(h))
         if self.conv1_down is not None and not torch.is_grad_enabled() and a.device.type == "cpu" \
-                and onednn.compute_dtype(a) == self.conv1_down[2] and a.shape[-1] % 2 == 0 and a.shape[-2] % 2 == 0:
+                and onednn.compute_dtype(a) == self.conv1_down[2] and _folds_blur(a.shape):
             # the 1x1 shortcut commutes with the (per-channel, zero-padded) blur: on 1/4 of the pixels
             return self._conv1_down(a, add=self.conv_shortcut(self.down(x)))
         # blur is linear: blur(main) + blur(skip) = blur(main + skip), one pass instead of two;
@@ -80,6 +80,12 @@ class ResBlockDown(nn.Module):
         return out
 
 
+def _folds_blur(shape: torch.Size) -> bool:
+    # even sizes only (TF pads the blur 1/1 on odd ones); from 28² up: at 14² the border
+    # strips recomputed by _conv1_down cost more than the 5x5 form saves (measured)
+    return shape[-1] % 2 == 0 and shape[-2] % 2 == 0 and min(shape[-2:]) >= 28
+
+
 class ResBlockUp(nn.Module):
     """ResBlockUp with StyleModulation (ref §3.5).
 
@@ -103,12 +109,58 @@ class ResBlockUp(nn.Module):
         upsamples out_ch instead of in_ch channels (equal to rounding); activations in place."""
         self.fused = True
 
+    conv0_up: tuple[Tensor, torch.dtype] | None = None  # set by fold_upsample_()
+
+    @torch.no_grad()
+    def fold_upsample_(self, dtype: torch.dtype) -> None:
+        """Inference on the CPU only (after fold_scale_; packs for oneDNN in ``dtype``): conv0
+        of the bilinear x2 upsampling is, at each of the 4 output phases, a 3x3 convolution of
+        the low-resolution input (edge-replicated), so one convolution with 4·C_out channels at
+        the input's resolution, interleaved, computes it without the 4x larger upsampled
+        tensor (the same multiply-adds, in a wider convolution). Exact but for the output's
+        outermost rows and columns (conv0's zero padding), which ``_conv0_up`` recomputes."""
+        w = self.conv0.weight.double()
+        # 1-D: up[2i] = a[i-1]/4 + 3a[i]/4, up[2i+1] = 3a[i]/4 + a[i+1]/4 (edges clamped); the
+        # conv tap d ∈ {-1, 0, 1} of output phase s reads up[2i + s + d]: rows of M[s] are the
+        # input taps a[i-1], a[i], a[i+1], its columns the conv taps
+        m = torch.tensor([[[0.75, 0.25, 0.0], [0.25, 0.75, 0.75], [0.0, 0.0, 0.25]],
+                          [[0.25, 0.0, 0.0], [0.75, 0.75, 0.25], [0.0, 0.25, 0.75]]], dtype=torch.float64)
+        phases = torch.einsum("yup,xvq,ocpq->yxocuv", m, m, w)  # [2, 2, C_out, C_in, 3, 3]
+        self._w_up = phases.reshape(4 * w.shape[0], *w.shape[1:]).to(self.conv0.weight.dtype)
+        self._b_up = self.conv0.bias.detach().repeat(4).to(dtype)
+        self._up_packs: dict[torch.Size, Tensor] = {}
+        self.conv0_up = (self._w_up, dtype)
+
+    def _conv0_up(self, a: Tensor) -> Tensor:
+        dtype = self.conv0_up[1]
+        n, _, h, w = a.shape
+        o = self.conv0.weight.shape[0]
+        padded = F.pad(a, (1, 1, 1, 1), mode="replicate")
+        packed = self._up_packs.get(padded.shape)
+        if packed is None:
+            packed = self._up_packs[padded.shape] = onednn.pack(self._w_up, dtype, 0, padded.shape)
+        y = onednn.conv(padded, packed, self._b_up, 0, dtype)  # [N, (2, 2, C_out), H, W]
+        y = y.permute(0, 2, 3, 1).reshape(n, h, w, 2, 2, o).permute(0, 1, 3, 2, 4, 5).reshape(n, 2 * h, 2 * w, o)
+        out = y.permute(0, 3, 1, 2)  # channels-last [N, C_out, 2H, 2W]
+        # the outermost rows and columns: conv0 reads its zero padding there, not the clamped
+        # upsampling; recompute them from two-row/column strips the direct way
+        out[:, :, :1] = self.conv0(upsample(a[:, :, :2]))[:, :, :1]
+        out[:, :, -1:] = self.conv0(upsample(a[:, :, -2:]))[:, :, -1:]
+        out[:, :, :, :1] = self.conv0(upsample(a[:, :, :, :2]))[:, :, :, :1]
+        out[:, :, :, -1:] = self.conv0(upsample(a[:, :, :, -2:]))[:, :, :, -1:]
+        return out
+
     def styles(self, z: Tensor) -> tuple[Tensor, Tensor]:
         return self.norm0.styles(z), self.norm1.styles(z)
 
     def forward(self, x: Tensor, styles: tuple[Tensor, Tensor]) -> Tensor:
         if self.fused:
-            h = self.conv0(upsample(F.leaky_relu_(self.norm0(x, styles[0]), 0.2)))
+            a = F.leaky_relu_(self.norm0(x, styles[0]), 0.2)
+            if self.conv0_up is not None and a.device.type == "cpu" and onednn.compute_dtype(a) == self.conv0_up[1] \
+                    and min(a.shape[-2:]) >= 112:  # smaller: the border strips cost more (measured)
+                h = self._conv0_up(a)
+            else:
+                h = self.conv0(upsample(a))
             return self.conv1(F.leaky_relu_(self.norm1(h, styles[1]), 0.2), add=upsample(self.conv_shortcut(x)))
         h = self.conv0(upsample(leaky_relu(self.norm0(x, styles[0]))))
         h = self.conv1(leaky_relu(self.norm1(h, styles[1])))
