@@ -115,10 +115,11 @@ class ResBlockUp(nn.Module):
     def fold_upsample_(self, dtype: torch.dtype) -> None:
         """Inference on the CPU only (after fold_scale_; packs for oneDNN in ``dtype``): conv0
         of the bilinear x2 upsampling is, at each of the 4 output phases, a 3x3 convolution of
-        the low-resolution input (edge-replicated), so one convolution with 4·C_out channels at
-        the input's resolution, interleaved, computes it without the 4x larger upsampled
-        tensor (the same multiply-adds, in a wider convolution). Exact but for the output's
-        outermost rows and columns (conv0's zero padding), which ``_conv0_up`` recomputes."""
+        the low-resolution input, so one convolution with 4·C_out channels at the input's
+        resolution, interleaved, computes it without the 4x larger upsampled tensor (the same
+        multiply-adds, in a wider convolution). Exact but for the two outermost output rows
+        and columns (the upsampling clamps at the edges, conv0 pads with zeros), which
+        ``_conv0_up`` recomputes."""
         w = self.conv0.weight.double()
         # 1-D: up[2i] = a[i-1]/4 + 3a[i]/4, up[2i+1] = 3a[i]/4 + a[i+1]/4 (edges clamped); the
         # conv tap d ∈ {-1, 0, 1} of output phase s reads up[2i + s + d]: rows of M[s] are the
@@ -135,19 +136,20 @@ class ResBlockUp(nn.Module):
         dtype = self.conv0_up[1]
         n, _, h, w = a.shape
         o = self.conv0.weight.shape[0]
-        padded = F.pad(a, (1, 1, 1, 1), mode="replicate")
-        packed = self._up_packs.get(padded.shape)
+        packed = self._up_packs.get(a.shape)
         if packed is None:
-            packed = self._up_packs[padded.shape] = onednn.pack(self._w_up, dtype, 0, padded.shape)
-        y = onednn.conv(padded, packed, self._b_up, 0, dtype)  # [N, (2, 2, C_out), H, W]
+            packed = self._up_packs[a.shape] = onednn.pack(self._w_up, dtype, 1, a.shape)
+        # zero padding instead of the upsampling's edge clamp: wrong only in the two outermost
+        # output rows and columns, recomputed below
+        y = onednn.conv(a, packed, self._b_up, 1, dtype)  # [N, (2, 2, C_out), H, W]
         y = y.permute(0, 2, 3, 1).reshape(n, h, w, 2, 2, o).permute(0, 1, 3, 2, 4, 5).reshape(n, 2 * h, 2 * w, o)
         out = y.permute(0, 3, 1, 2)  # channels-last [N, C_out, 2H, 2W]
-        # the outermost rows and columns: conv0 reads its zero padding there, not the clamped
-        # upsampling; recompute them from two-row/column strips the direct way
-        out[:, :, :1] = self.conv0(upsample(a[:, :, :2]))[:, :, :1]
-        out[:, :, -1:] = self.conv0(upsample(a[:, :, -2:]))[:, :, -1:]
-        out[:, :, :, :1] = self.conv0(upsample(a[:, :, :, :2]))[:, :, :, :1]
-        out[:, :, :, -1:] = self.conv0(upsample(a[:, :, :, -2:]))[:, :, :, -1:]
+        # the two outermost rows and columns the direct way, from two-row/column strips of a
+        # (each strip's upsampling is exact where these outputs read it)
+        out[:, :, :2] = self.conv0(upsample(a[:, :, :2]))[:, :, :2]
+        out[:, :, -2:] = self.conv0(upsample(a[:, :, -2:]))[:, :, -2:]
+        out[:, :, :, :2] = self.conv0(upsample(a[:, :, :, :2]))[:, :, :, :2]
+        out[:, :, :, -2:] = self.conv0(upsample(a[:, :, :, -2:]))[:, :, :, -2:]
         return out
 
     def styles(self, z: Tensor) -> tuple[Tensor, Tensor]:
