@@ -85,17 +85,20 @@ class EqualConv2d(nn.Module):
         on oneDNN with the weight reordered once per input shape (``thead.nn.onednn``)."""
         self.pack_dtype = dtype
         self.packed_bias = None if self.bias is None else self.bias.detach().to(dtype)
-        self._packs: dict[torch.Size, list[Tensor]] = {}
+        self._packs: dict[tuple[int, ...], list[Tensor]] = {}
 
     def _packed_for(self, x: Tensor) -> list[Tensor]:
-        # per input shape, as inductor packs: a shape-free pack of a 1x1 kernel runs ~15x
-        # slower at 14² (oneDNN picks a layout for no particular input)
-        packs = self._packs.get(x.shape)
+        # per input shape, as inductor packs: a 1x1 kernel packed for no particular input, or
+        # for another batch size, runs ~15x slower at 14² (oneDNN picks another layout); the
+        # 3x3 and 5x5 packs serve any batch size as fast (measured), so one per C, H, W keeps
+        # a single copy of the large weights
+        key = x.shape if self.weight.shape[-1] == 1 else x.shape[1:]
+        packs = self._packs.get(key)
         if packs is None:
             n = onednn.input_pieces(self.pack_dtype, x.shape, self.weight.shape[-1])
             step = x.shape[1] // n
             piece = torch.Size([x.shape[0], step, *x.shape[2:]])
-            packs = self._packs[x.shape] = [
+            packs = self._packs[key] = [
                 onednn.pack(self.weight[:, i * step : (i + 1) * step], self.pack_dtype, self.padding, piece) for i in range(n)
             ]
         return packs

@@ -35,15 +35,15 @@ class ResBlockDown(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv0(leaky_relu(self.norm0(x)))
         a = leaky_relu(self.norm1(h))
-        if self.conv1_down is not None and not torch.is_grad_enabled() and a.device.type == "cpu" \
-                and onednn.compute_dtype(a) == self.conv1_down[2] and _folds_blur(a.shape):
+        if self.blur_folded is not None and not torch.is_grad_enabled() and a.device.type == "cpu" \
+                and onednn.compute_dtype(a) == self.blur_folded and _folds_blur(a.shape):
             # the 1x1 shortcut commutes with the (per-channel, zero-padded) blur: on 1/4 of the pixels
             return self._conv1_down(a, add=self.conv_shortcut(self.down(x)))
         # blur is linear: blur(main) + blur(skip) = blur(main + skip), one pass instead of two;
         # the addition happens inside conv1 (a oneDNN post-op when packed)
         return self.down(self.conv1(a, add=self.conv_shortcut(x)))
 
-    conv1_down: tuple[Tensor, Tensor, torch.dtype] | None = None  # set by fold_blur_()
+    blur_folded: torch.dtype | None = None  # set by fold_blur_(): the dtype of its packs
 
     @torch.no_grad()
     def fold_blur_(self, dtype: torch.dtype) -> None:
@@ -52,23 +52,22 @@ class ResBlockDown(nn.Module):
         samples, with stride 2: 25/4 instead of 9 multiply-adds per input pixel and channel
         pair, and no full-size conv1 output. Exact but for the blur's zero padding after the
         last row and column (TF 'SAME' on even sizes), which ``_conv1_down`` recomputes."""
-        w = self.conv1.weight.double()
-        k = self.down.kernel[0, 0].double()
-        w5 = torch.zeros(w.shape[0], w.shape[1], 5, 5, dtype=torch.float64)
-        for u in range(3):
-            for v in range(3):
-                w5[:, :, u : u + 3, v : v + 3] += k[u, v] * w
-        self._w5 = w5.to(self.conv1.weight.dtype)
-        self._w5_packs: dict[torch.Size, Tensor] = {}
-        self.conv1_down = (self._w5, self.conv1.bias.detach().to(dtype), dtype)
+        self.blur_folded = dtype
+        self._w5_packs: dict[tuple[int, ...], Tensor] = {}  # built at first use (sizes from 28²)
 
     def _conv1_down(self, a: Tensor, add: Tensor) -> Tensor:
-        _, bias, dtype = self.conv1_down
+        dtype = self.blur_folded
         h, w = a.shape[-2:]
         padded = F.pad(a, (1, 2, 1, 2))  # out[i] = Σ_t W5[t]·a[2i + t - 1], i = 0 .. h/2 - 1
-        packed = self._w5_packs.get(padded.shape)
+        packed = self._w5_packs.get(padded.shape[1:])
         if packed is None:
-            packed = self._w5_packs[padded.shape] = onednn.pack(self._w5, dtype, 0, padded.shape, stride=2)
+            w3, k = self.conv1.weight.double(), self.down.kernel[0, 0].double()
+            w5 = torch.zeros(w3.shape[0], w3.shape[1], 5, 5, dtype=torch.float64)
+            for u in range(3):
+                for v in range(3):
+                    w5[:, :, u : u + 3, v : v + 3] += k[u, v] * w3
+            packed = self._w5_packs[padded.shape[1:]] = onednn.pack(w5, dtype, 0, padded.shape, stride=2)
+        bias = self.conv1.packed_bias if self.conv1.pack_dtype == dtype else self.conv1.bias.detach().to(dtype)
         out = onednn.conv(padded, packed, bias, 0, dtype, add=add, stride=2)
         # the last output row and column: the blur reads a zero row/column after conv1's output,
         # where the 5x5 form sees conv1 evaluated outside the image; recompute them from strips
@@ -109,7 +108,7 @@ class ResBlockUp(nn.Module):
         upsamples out_ch instead of in_ch channels (equal to rounding); activations in place."""
         self.fused = True
 
-    conv0_up: tuple[Tensor, torch.dtype] | None = None  # set by fold_upsample_()
+    upsample_folded: torch.dtype | None = None  # set by fold_upsample_(): the dtype of its packs
 
     @torch.no_grad()
     def fold_upsample_(self, dtype: torch.dtype) -> None:
@@ -120,25 +119,24 @@ class ResBlockUp(nn.Module):
         multiply-adds, in a wider convolution). Exact but for the two outermost output rows
         and columns (the upsampling clamps at the edges, conv0 pads with zeros), which
         ``_conv0_up`` recomputes."""
-        w = self.conv0.weight.double()
-        # 1-D: up[2i] = a[i-1]/4 + 3a[i]/4, up[2i+1] = 3a[i]/4 + a[i+1]/4 (edges clamped); the
-        # conv tap d ∈ {-1, 0, 1} of output phase s reads up[2i + s + d]: rows of M[s] are the
-        # input taps a[i-1], a[i], a[i+1], its columns the conv taps
-        m = torch.tensor([[[0.75, 0.25, 0.0], [0.25, 0.75, 0.75], [0.0, 0.0, 0.25]],
-                          [[0.25, 0.0, 0.0], [0.75, 0.75, 0.25], [0.0, 0.25, 0.75]]], dtype=torch.float64)
-        phases = torch.einsum("yup,xvq,ocpq->yxocuv", m, m, w)  # [2, 2, C_out, C_in, 3, 3]
-        self._w_up = phases.reshape(4 * w.shape[0], *w.shape[1:]).to(self.conv0.weight.dtype)
-        self._b_up = self.conv0.bias.detach().repeat(4).to(dtype)
-        self._up_packs: dict[torch.Size, Tensor] = {}
-        self.conv0_up = (self._w_up, dtype)
+        self.upsample_folded = dtype
+        self._up_packs: dict[tuple[int, ...], Tensor] = {}  # built at first use (from 112²)
 
     def _conv0_up(self, a: Tensor) -> Tensor:
-        dtype = self.conv0_up[1]
+        dtype = self.upsample_folded
         n, _, h, w = a.shape
         o = self.conv0.weight.shape[0]
-        packed = self._up_packs.get(a.shape)
+        packed = self._up_packs.get(a.shape[1:])
         if packed is None:
-            packed = self._up_packs[a.shape] = onednn.pack(self._w_up, dtype, 1, a.shape)
+            # 1-D: up[2i] = a[i-1]/4 + 3a[i]/4, up[2i+1] = 3a[i]/4 + a[i+1]/4 (edges clamped);
+            # the conv tap d ∈ {-1, 0, 1} of output phase s reads up[2i + s + d]: rows of M[s]
+            # are the input taps a[i-1], a[i], a[i+1], its columns the conv taps
+            m = torch.tensor([[[0.75, 0.25, 0.0], [0.25, 0.75, 0.75], [0.0, 0.0, 0.25]],
+                              [[0.25, 0.0, 0.0], [0.75, 0.75, 0.25], [0.0, 0.25, 0.75]]], dtype=torch.float64)
+            w3 = self.conv0.weight.double()
+            phases = torch.einsum("yup,xvq,ocpq->yxocuv", m, m, w3)  # [2, 2, C_out, C_in, 3, 3]
+            packed = self._up_packs[a.shape[1:]] = onednn.pack(phases.reshape(4 * o, *w3.shape[1:]), dtype, 1, a.shape)
+            self._b_up = self.conv0.bias.detach().repeat(4).to(dtype)
         # zero padding instead of the upsampling's edge clamp: wrong only in the two outermost
         # output rows and columns, recomputed below
         y = onednn.conv(a, packed, self._b_up, 1, dtype)  # [N, (2, 2, C_out), H, W]
@@ -158,7 +156,7 @@ class ResBlockUp(nn.Module):
     def forward(self, x: Tensor, styles: tuple[Tensor, Tensor]) -> Tensor:
         if self.fused:
             a = F.leaky_relu_(self.norm0(x, styles[0]), 0.2)
-            if self.conv0_up is not None and a.device.type == "cpu" and onednn.compute_dtype(a) == self.conv0_up[1] \
+            if self.upsample_folded is not None and a.device.type == "cpu" and onednn.compute_dtype(a) == self.upsample_folded \
                     and min(a.shape[-2:]) >= 112:  # smaller: the border strips cost more (measured)
                 h = self._conv0_up(a)
             else:
