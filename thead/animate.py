@@ -66,9 +66,10 @@ class AnimateOptions:
     feather: paste-back's soft edge, as a fraction of the crop side.
     queue_frames: frames buffered between stages (bounds memory).
     finetuned: use the avatar's fine-tuned weights when it has some for these base weights.
-    compile: run the render step through ``torch.compile`` (``LSR.for_inference_``): a few
-        percent faster per frame once compiled; the first run of a batch size and dtype compiles
-        for minutes (cached on disk); falls back to eager rendering with one warning.
+    compile: run the render step through ``torch.compile`` (``LSR.for_inference_``) instead of
+        the packed oneDNN path, which is 5-7% faster on the CPU (README, Performance); for GPUs.
+        The first run of a batch size and dtype compiles for minutes (cached on disk); falls
+        back to eager rendering with one warning.
 
     ``AnimateOptions(device="cpu").with_driver(max_frames=25, landmarks="dlib")`` changes
     driver fields without spelling out the rest.

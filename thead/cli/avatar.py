@@ -106,7 +106,7 @@ def animate(
     reference: Reference = str(_M.reference),
     audio: Annotated[Optional[Path], typer.Option("--audio", help="Sound for the output: a motion template's, or a photo driver's (which then gives a video of the sound's length); replaces a video driver's.")] = _A.audio,
     finetuned: Annotated[bool, typer.Option("--finetuned/--no-finetuned", help="Use the avatar's fine-tuned weights when it has some.")] = _A.finetuned,
-    compile: Annotated[bool, typer.Option("--compile", help="Render through torch.compile: a few % faster per frame; the first run of a batch size and dtype compiles for minutes (then cached).")] = _A.compile,
+    compile: Annotated[bool, typer.Option("--compile", help="Render through torch.compile instead of the packed oneDNN path (that one is faster on the CPU; for GPUs). The first run of a batch size and dtype compiles for minutes (then cached).")] = _A.compile,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
