@@ -50,17 +50,8 @@ class EqualConv2d(nn.Module):
         """``conv(x)``, then ``+ add`` (a residual), then ReLU: one oneDNN call when packed."""
         if self.pack_dtype is not None and x.device.type == "cpu" and not torch.is_grad_enabled() \
                 and onednn.compute_dtype(x) == self.pack_dtype:
-            packs = self._packed_for(x)
-            if len(packs) == 1:
-                return onednn.conv(x, packs[0], self.packed_bias, self.padding, self.pack_dtype, relu=relu, add=add)
-            step = x.shape[1] // len(packs)  # input channels in slices, summed through the post-op
-            y, bias = add, self.packed_bias
-            for i, packed in enumerate(packs):
-                last = i == len(packs) - 1
-                y = onednn.conv(x[:, i * step : (i + 1) * step], packed, bias, self.padding, self.pack_dtype,
-                                relu=relu and last, add=y)
-                bias = None
-            return y
+            return onednn.conv_slices(x, self._packed_for(x), self.packed_bias, self.padding, self.pack_dtype,
+                                      relu=relu, add=add)
         w = self.weight if self.scale == 1.0 else self.weight * self.scale
         if torch.is_grad_enabled():  # training: derivatives of every order as conv primitives
             y = ops.conv2d(x, w, self.bias, self.padding)
@@ -82,7 +73,7 @@ class EqualConv2d(nn.Module):
     @torch.no_grad()
     def pack_(self, dtype: torch.dtype) -> None:
         """Inference on the CPU only (after ``fold_scale_``): run calls that compute in ``dtype``
-        on oneDNN with the weight reordered once per input shape (``thead.nn.onednn``)."""
+        on oneDNN with the weight reordered once per input size (``thead.nn.onednn``)."""
         self.pack_dtype = dtype
         self.packed_bias = None if self.bias is None else self.bias.detach().to(dtype)
         self._packs: dict[tuple[int, ...], list[Tensor]] = {}

@@ -69,3 +69,16 @@ def conv(x: Tensor, packed: Tensor, bias: Tensor | None, padding: int, dtype: to
     add = add.to(dtype).contiguous(memory_format=torch.channels_last)
     return torch.ops.mkldnn._convolution_pointwise.binary(
         x, add, packed, bias, pad, st, _ONE, 1, "add", None, "relu" if relu else None, [], None)
+
+
+def conv_slices(x: Tensor, packs: list[Tensor], bias: Tensor | None, padding: int, dtype: torch.dtype, *,
+                relu: bool = False, add: Tensor | None = None) -> Tensor:
+    """``conv`` with the weight packed as ``len(packs)`` equal slices of its input channels
+    (``input_pieces``): each slice's convolution adds the previous result through the residual
+    post-op; the bias and ``add`` enter once, the ReLU after the last."""
+    step = x.shape[1] // len(packs)
+    y = add
+    for i, packed in enumerate(packs):
+        y = conv(x[:, i * step : (i + 1) * step] if len(packs) > 1 else x, packed, bias if i == 0 else None, padding,
+                 dtype, relu=relu and i == len(packs) - 1, add=y)
+    return y
