@@ -43,6 +43,7 @@ def test_spade_shortcut_with_beta_folded_equals_the_block():
     ref = _randomise_(SPADEResBlock(64, 32, label_nc=19, hidden=16)).eval()
     fast = _prepare_(copy.deepcopy(ref))
     fast.shortcut.fold_beta_()
+    fast.shortcut.fold_beta_()  # idempotent
     gb = fast.shortcut.spade_norm.gamma_beta_conv
     assert gb.weight.shape[0] == 64 + 32  # γ for C_in, W·β for C_out (2·C_in before)
     torch.manual_seed(1)

@@ -34,6 +34,8 @@ class SPADEConvBlock(nn.Module):
         C_in + C_out channels instead of 2·C_in (an exact identity; saves a quarter of its
         multiply-adds when C_out = C_in / 2, as in every G^s shortcut), and W·β enters the 1x1
         conv as its residual (a post-op when packed)."""
+        if self.beta_folded:  # already folded: folding again would apply W twice
+            return
         gb, w = self.spade_norm.gamma_beta_conv, self.conv.weight
         if self.act or gb is None or self.conv.bias is not None or w.shape[-1] != 1 or self.conv.scale != 1.0:
             raise ValueError("fold_beta_ needs a fused SPADE and an activation-free, bias-free, folded 1x1 conv")
