@@ -10,6 +10,7 @@ Weights are a folder with ``config.json`` + ``model.safetensors``; loading is st
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,7 +184,7 @@ class LSR(nn.Module):
 
     # -- inference -------------------------------------------------------------------------
     def for_inference_(self, *, channels_last: bool = True, compile: bool = False,
-                       dtype: torch.dtype = torch.float32) -> LSR:
+                       dtype: torch.dtype = torch.float32, fused_kernels: bool = True) -> LSR:
         """Prepare in place for rendering only: eval mode, no gradients, the equalized-LR
         scales baked into the weights (saves a weight-sized multiply per layer and call),
         SPADE's γ and β convolutions fused into one (with the "1 +" in its bias), IN(x) shared
@@ -192,7 +193,10 @@ class LSR(nn.Module):
         their upsampling, and channels-last memory format (oneDNN's fast convolution layout on CPUs).
         With ``channels_last`` (the CPU) and no ``compile``, every convolution's weight is also
         packed once for oneDNN in ``dtype`` (the render dtype: fp32, or bf16 under autocast)
-        with its ReLU or residual addition fused in (``thead.nn.onednn``).
+        with its ReLU or residual addition fused in (``thead.nn.onednn``), and, with
+        ``fused_kernels``, every instance norm runs with its modulation and leaky ReLU as two
+        passes of ``thead.kernels`` (built with the C compiler on first use; without one, a
+        warning and the eager path).
         Outputs equal the reference path's to float32 rounding (tests/nn/test_parity.py).
 
         ``compile=True`` also runs each render step through ``torch.compile`` (inductor with
@@ -228,12 +232,29 @@ class LSR(nn.Module):
                             m.fold_blur_(dtype)  # conv1 + blur pooling as one strided 5x5 conv
                         elif isinstance(m, ResBlockUp) and m.conv0.weight.device.type == "cpu":
                             m.fold_upsample_(dtype)  # conv0 of the upsampling at the input's size
+                if fused_kernels and self._cpu_render():
+                    from thead import kernels
+
+                    try:
+                        lib = kernels.load()
+                    except kernels.KernelsUnavailable as e:
+                        warnings.warn(f"fused CPU kernels unavailable, rendering without them ({e})", RuntimeWarning,
+                                      stacklevel=2)
+                    else:
+                        for net in (self.layout_generator, self.image_generator):
+                            for m in net.modules() if net is not None else ():
+                                if isinstance(m, InstanceNorm):
+                                    m.kernels = lib
         if compile:
             self.compiled_render = CompiledOrEager(self._render)
         self.inference_only = True
         return self
 
     inference_only: bool = False
+
+    def _cpu_render(self) -> bool:
+        nets = [n for n in (self.layout_generator, self.image_generator) if n is not None]
+        return bool(nets) and all(p.device.type == "cpu" for n in nets for p in n.parameters())
 
     # -- weights ---------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike, *, overwrite: bool = True) -> Path:

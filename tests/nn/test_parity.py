@@ -203,6 +203,21 @@ def test_inference_path_runs_packed_convolutions(fast_model, fast_model_bf16):
         assert convs and all(c.pack_dtype == dtype for c in convs)
 
 
+def test_inference_path_runs_the_fused_kernels(fast_model, fast_model_bf16):
+    """... and every instance norm of G^l and G^s with its modulation and activation through
+    thead.kernels (where a C compiler builds them)."""
+    from thead import kernels
+    from thead.nn.layers import InstanceNorm
+
+    try:
+        kernels.load()
+    except kernels.KernelsUnavailable as e:
+        pytest.skip(f"the fused kernels cannot be built here ({e}): the eager path is tested")
+    for m in (fast_model, fast_model_bf16):
+        norms = [n for net in (m.layout_generator, m.image_generator) for n in net.modules() if isinstance(n, InstanceNorm)]
+        assert norms and all(n.kernels is not None for n in norms)
+
+
 @pytest.mark.parametrize("packed_for", ["fp32", "bf16"])
 @torch.inference_mode()
 def test_inference_path_bf16_per_network(fast_model, fast_model_bf16, parity_vectors, packed_for):

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from thead.nn.layers import InstanceNorm
+
 
 def _tf_sum(x: np.ndarray, channels: int) -> np.ndarray:
     """x [M, L] float32 -> [M] float32 sums in TF's order (np.cumsum accumulates sequentially)."""
@@ -59,12 +61,9 @@ class _TFOrderNormalize(torch.autograd.Function):
         return gx, None
 
 
-class TFOrderInstanceNorm(nn.Module):
-    """Drop-in for thead's ``InstanceNorm``: TF-order statistics, differentiable."""
-
-    def __init__(self, eps: float = 1e-3):
-        super().__init__()
-        self.eps = eps
+class TFOrderInstanceNorm(InstanceNorm):
+    """Drop-in for thead's ``InstanceNorm`` (a subclass: its eager paths call this forward):
+    TF-order statistics, differentiable."""
 
     def forward(self, x: torch.Tensor, weight=None, bias=None) -> torch.Tensor:
         out = _TFOrderNormalize.apply(x, self.eps)
@@ -75,10 +74,8 @@ class TFOrderInstanceNorm(nn.Module):
 
 def use_tf_order(module: nn.Module) -> nn.Module:
     """Swap every thead InstanceNorm inside ``module`` for the TF-order one (in place)."""
-    from thead.nn.layers import InstanceNorm
-
     for name, child in list(module.named_children()):
-        if isinstance(child, InstanceNorm):
+        if isinstance(child, InstanceNorm) and not isinstance(child, TFOrderInstanceNorm):
             setattr(module, name, TFOrderInstanceNorm(child.eps))
         else:
             use_tf_order(child)

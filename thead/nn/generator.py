@@ -47,15 +47,28 @@ class SPADEConvBlock(nn.Module):
         gb.bias = nn.Parameter(torch.cat([gb.bias[:c_in], beta_b]), requires_grad=False)
         self.beta_folded = c_in
 
-    def forward(self, x: Tensor, layout: Tensor, *, normalized: Tensor | None = None, add: Tensor | None = None) -> Tensor:
-        """``add``: a residual added to the convolution's output (fused into it when packed)."""
+    def forward(self, x: Tensor, layout: Tensor, *, normalized: Tensor | None = None,
+                stats: tuple[Tensor, Tensor] | None = None, add: Tensor | None = None) -> Tensor:
+        """``add``: a residual added to the convolution's output (fused into it when packed).
+        ``normalized``/``stats``: IN(x), or x's instance statistics for the fused kernels, when the
+        caller shares them between SPADE layers."""
+        spade = self.spade_norm
+        if spade.gamma_beta_conv is not None and (stats is not None or spade.norm.fuses(x)):
+            # inference with the fused kernels: IN, modulation and activation in one pass
+            stats = spade.norm.stats(x) if stats is None else stats
+            g = spade.gamma_beta_conv(spade.conv0(layout, relu=True))
+            if self.beta_folded:
+                gamma, wbeta = g[:, : self.beta_folded], g[:, self.beta_folded :]
+                h = spade.norm.modulate(x, stats, gamma)
+                return self.conv(h, add=wbeta if add is None else wbeta + add)
+            gamma, beta = g.chunk(2, dim=1)
+            return self.conv(spade.norm.modulate(x, stats, gamma, beta, act=self.act), add=add)
         if self.beta_folded:
-            spade = self.spade_norm
             xn = spade.norm(x) if normalized is None else normalized
             g = spade.gamma_beta_conv(spade.conv0(layout, relu=True))
             gamma, wbeta = g[:, : self.beta_folded], g[:, self.beta_folded :]
             return self.conv(xn * gamma, add=wbeta if add is None else wbeta + add)
-        h = self.spade_norm(x, layout, normalized=normalized)
+        h = spade(x, layout, normalized=normalized)
         if self.act:
             # the fused inference path owns h: activate it in place (no new 224² buffer)
             h = F.leaky_relu_(h, 0.2) if self.spade_norm.gamma_beta_conv is not None else leaky_relu(h)
@@ -81,11 +94,14 @@ class SPADEResBlock(nn.Module):
             if fused:  # the residual added inside conv_block1's convolution
                 return self.conv_block1(self.conv_block0(x, layout), layout, add=x)
             return self.conv_block1(self.conv_block0(x, layout), layout) + x
-        # Inference: conv_block0's and the shortcut's SPADE normalise the same x; IN(x) once.
-        xn = self.conv_block0.spade_norm.norm(x) if fused else None
-        skip = self.shortcut(x, layout, normalized=xn)
+        # Inference: conv_block0's and the shortcut's SPADE normalise the same x; IN(x) (or, with
+        # the fused kernels, its statistics) once.
+        norm = self.conv_block0.spade_norm.norm
+        stats = norm.stats(x) if fused and norm.fuses(x) else None
+        xn = norm(x) if fused and stats is None else None
+        skip = self.shortcut(x, layout, normalized=xn, stats=stats)
         if fused:
-            return self.conv_block1(self.conv_block0(x, layout, normalized=xn), layout, add=skip)
+            return self.conv_block1(self.conv_block0(x, layout, normalized=xn, stats=stats), layout, add=skip)
         return self.conv_block1(self.conv_block0(x, layout), layout) + skip
 
 

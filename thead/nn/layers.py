@@ -26,6 +26,7 @@ from thead.nn import onednn
 SQRT2 = math.sqrt(2.0)
 IN_EPS = 1e-3  # tfa InstanceNormalization default (ref §3.2); the release never overrides it
 NARROW_CHANNELS = 8  # instance norm of fewer channels runs in NCHW memory (see InstanceNorm)
+LRELU_SLOPE = 0.2
 
 
 def _runtime_scale(gain: float, fan_in: int) -> float:
@@ -127,7 +128,7 @@ class EqualLinear(nn.Module):
 
 
 def leaky_relu(x: Tensor) -> Tensor:
-    return F.leaky_relu(x, 0.2)
+    return F.leaky_relu(x, LRELU_SLOPE)
 
 
 def avg_down(x: Tensor) -> Tensor:
@@ -187,6 +188,32 @@ class InstanceNorm(nn.Module):
         # NCHW memory; the training path keeps its numerics
         self.narrow_nchw = False
 
+    # inference only (set by LSR.for_inference_(kernels=...)): thead.kernels.InstanceNormKernels,
+    # statistics in one pass and act(IN(x)·g + b) in another instead of five eager passes
+    kernels = None
+
+    def fuses(self, x: Tensor) -> bool:
+        """Whether ``x`` takes the fused kernels (inference, CPU, channels-last, ≥ 8 channels)."""
+        return self.kernels is not None and x.shape[1] >= NARROW_CHANNELS and not torch.is_grad_enabled() \
+            and self.kernels.supports(x)
+
+    def stats(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Fused path only: x's per-sample, per-channel mean and 1/sqrt(var + eps)."""
+        return self.kernels.stats(x, self.eps)
+
+    def modulate(self, x: Tensor, stats: tuple[Tensor, Tensor], gamma: Tensor | None = None,
+                 beta: Tensor | None = None, *, act: bool = False) -> Tensor:
+        """Fused path only: ``IN(x)·gamma + beta`` (each optional; per pixel [N, C, H, W] or per
+        channel [N, C]), then leaky ReLU (0.2) when ``act``, in one pass."""
+        return self.kernels.modulate(x, stats, gamma, beta, LRELU_SLOPE if act else None)
+
+    def lrelu(self, x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
+        """``leaky_relu(IN(x)·weight + bias, 0.2)``: fused when ``fuses(x)``, else eagerly."""
+        if self.fuses(x):
+            return self.modulate(x, self.stats(x), weight, bias, act=True)
+        y = self(x, weight, bias)  # a new tensor: without gradients, activate it in place
+        return leaky_relu(y) if torch.is_grad_enabled() else F.leaky_relu_(y, LRELU_SLOPE)
+
     def forward(self, x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
         def affine(t: Tensor | None, i: int) -> Tensor | None:
             return None if t is None else t[i if t.shape[0] > 1 else 0].to(x.dtype)
@@ -225,6 +252,11 @@ class StyleModulation(nn.Module):
     def forward(self, x: Tensor, style: Tensor) -> Tensor:
         gamma, beta = style.chunk(2, dim=1)
         return self.norm(x, 1 + gamma, beta)
+
+    def lrelu(self, x: Tensor, style: Tensor) -> Tensor:
+        """``leaky_relu(forward(x, style), 0.2)`` (one fused pass pair when the norm's kernels take x)."""
+        gamma, beta = style.chunk(2, dim=1)
+        return self.norm.lrelu(x, 1 + gamma, beta)
 
 
 class SPADE(nn.Module):

@@ -33,8 +33,8 @@ class ResBlockDown(nn.Module):
         self.down = BlurDown()
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.conv0(leaky_relu(self.norm0(x)))
-        a = leaky_relu(self.norm1(h))
+        h = self.conv0(self.norm0.lrelu(x))
+        a = self.norm1.lrelu(h)
         if self.blur_folded is not None and not torch.is_grad_enabled() and a.device.type == "cpu" \
                 and onednn.compute_dtype(a) == self.blur_folded and _folds_blur(a.shape):
             # the 1x1 shortcut commutes with the (per-channel, zero-padded) blur: on 1/4 of the pixels
@@ -155,13 +155,13 @@ class ResBlockUp(nn.Module):
 
     def forward(self, x: Tensor, styles: tuple[Tensor, Tensor]) -> Tensor:
         if self.fused:
-            a = F.leaky_relu_(self.norm0(x, styles[0]), 0.2)
+            a = self.norm0.lrelu(x, styles[0])
             if self.upsample_folded is not None and a.device.type == "cpu" and onednn.compute_dtype(a) == self.upsample_folded \
                     and min(a.shape[-2:]) >= 112:  # smaller: the border strips cost more (measured)
                 h = self._conv0_up(a)
             else:
                 h = self.conv0(upsample(a))
-            return self.conv1(F.leaky_relu_(self.norm1(h, styles[1]), 0.2), add=upsample(self.conv_shortcut(x)))
+            return self.conv1(self.norm1.lrelu(h, styles[1]), add=upsample(self.conv_shortcut(x)))
         h = self.conv0(upsample(leaky_relu(self.norm0(x, styles[0]))))
         h = self.conv1(leaky_relu(self.norm1(h, styles[1])))
         return h + self.conv_shortcut(upsample(x))

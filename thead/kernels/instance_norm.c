@@ -1,0 +1,154 @@
+/* Instance norm, modulation and leaky ReLU in two passes over channels-last memory (CPU).
+ *
+ * The inference path of LSR normalises a tensor and modulates it before every convolution:
+ * act(IN(x) * g + b), with g, b per pixel and channel (SPADE), per channel (AdaIN) or absent.
+ * Eager PyTorch runs that as batch norm (statistics, then normalise), addcmul and leaky ReLU:
+ * five passes over memory. Here: one pass for the statistics, one that writes the result.
+ *
+ * Layout: x is [N, P, C] (P = H * W pixels, channels innermost: PyTorch's channels-last).
+ * g and b have channel stride 1 and their own sample and pixel strides (0 broadcasts), so a
+ * channel slice of a wider tensor or a per-channel vector is read in place.
+ * dtype: 0 = float32, 1 = bfloat16 (uint16 storage; rounded to nearest even on store).
+ * Statistics: biased variance, accumulated as float per block of rows, then double, around a
+ * per-channel shift (the first pixel) so that a large mean does not cancel the variance.
+ * Built by thead/kernels/__init__.py with the C compiler found at run time (-O3 -fopenmp).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static inline float bf16_load(const uint16_t *p, int64_t i) {
+    uint32_t u = (uint32_t)p[i] << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline uint16_t bf16_round(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu)) return (uint16_t)((u >> 16) | 0x40u); /* NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+#define ROWS 64 /* rows per float partial sum before it is added to the double total */
+
+#define DEFINE_STATS(NAME, T, LOAD)                                                                       \
+    static void NAME(const T *x, int64_t N, int64_t P, int64_t C, double eps, float *mean, float *rstd,   \
+                     int threads) {                                                                       \
+        double *acc = calloc((size_t)(2 * C), sizeof(double));                                            \
+        float *shift = malloc((size_t)C * sizeof(float));                                                 \
+        for (int64_t n = 0; n < N; ++n) {                                                                 \
+            const T *xn = x + n * P * C;                                                                  \
+            for (int64_t c = 0; c < C; ++c) shift[c] = LOAD(xn, c);                                       \
+            memset(acc, 0, (size_t)(2 * C) * sizeof(double));                                             \
+            _Pragma("omp parallel num_threads(threads) if (P * C >= 32768)") {                            \
+                double *s = calloc((size_t)(2 * C), sizeof(double));                                      \
+                float *f = malloc((size_t)(2 * C) * sizeof(float));                                       \
+                _Pragma("omp for schedule(static)") for (int64_t p0 = 0; p0 < P; p0 += ROWS) {            \
+                    int64_t p1 = p0 + ROWS < P ? p0 + ROWS : P;                                           \
+                    for (int64_t c = 0; c < 2 * C; ++c) f[c] = 0.0f;                                      \
+                    for (int64_t p = p0; p < p1; ++p) {                                                   \
+                        const T *row = xn + p * C;                                                        \
+                        _Pragma("omp simd") for (int64_t c = 0; c < C; ++c) {                             \
+                            float v = LOAD(row, c) - shift[c];                                            \
+                            f[c] += v;                                                                    \
+                            f[C + c] += v * v;                                                            \
+                        }                                                                                 \
+                    }                                                                                     \
+                    for (int64_t c = 0; c < 2 * C; ++c) s[c] += f[c];                                     \
+                }                                                                                         \
+                _Pragma("omp critical") for (int64_t c = 0; c < 2 * C; ++c) acc[c] += s[c];               \
+                free(s);                                                                                  \
+                free(f);                                                                                  \
+            }                                                                                             \
+            for (int64_t c = 0; c < C; ++c) {                                                             \
+                double m = acc[c] / (double)P, var = acc[C + c] / (double)P - m * m;                      \
+                mean[n * C + c] = (float)(shift[c] + m);                                                  \
+                rstd[n * C + c] = (float)(1.0 / sqrt((var > 0.0 ? var : 0.0) + eps));                     \
+            }                                                                                             \
+        }                                                                                                 \
+        free(acc);                                                                                        \
+        free(shift);                                                                                      \
+    }
+
+#define F32_LOAD(p, i) ((p)[i])
+#define F32_STORE(p, i, v) ((p)[i] = (v))
+#define BF16_STORE(p, i, v) ((p)[i] = bf16_round(v))
+
+DEFINE_STATS(stats_f32, float, F32_LOAD)
+DEFINE_STATS(stats_bf16, uint16_t, bf16_load)
+
+/* out = act((x - mean) * rstd * g + b) for rows [p0, p1) of sample n */
+#define DEFINE_MOD(NAME, T, LOAD, STORE, HG, HB, ACT)                                                     \
+    static void NAME(const T *x, int64_t N, int64_t P, int64_t C, const float *mean, const float *rstd,   \
+                     const T *g, int64_t gn, int64_t gp, const T *b, int64_t bn, int64_t bp, float slope, \
+                     T *out, int threads) {                                                               \
+        for (int64_t n = 0; n < N; ++n) {                                                                 \
+            const float *mu = mean + n * C, *rs = rstd + n * C;                                           \
+            _Pragma("omp parallel for schedule(static) num_threads(threads) if (P * C >= 32768)")         \
+            for (int64_t p = 0; p < P; ++p) {                                                             \
+                const T *restrict xr = x + (n * P + p) * C;                                               \
+                T *restrict o = out + (n * P + p) * C;                                                    \
+                const T *restrict gr = HG ? g + n * gn + p * gp : 0;                                      \
+                const T *restrict br = HB ? b + n * bn + p * bp : 0;                                      \
+                _Pragma("omp simd") for (int64_t c = 0; c < C; ++c) {                                     \
+                    float v = (LOAD(xr, c) - mu[c]) * rs[c];                                              \
+                    if (HG) v *= LOAD(gr, c);                                                             \
+                    if (HB) v += LOAD(br, c);                                                             \
+                    if (ACT) v = v > 0.0f ? v : v * slope;                                                \
+                    STORE(o, c, v);                                                                       \
+                }                                                                                         \
+            }                                                                                             \
+        }                                                                                                 \
+    }
+
+#define DEFINE_MODS(SUFFIX, T, LOAD, STORE)                            \
+    DEFINE_MOD(mod_##SUFFIX##_000, T, LOAD, STORE, 0, 0, 0)           \
+    DEFINE_MOD(mod_##SUFFIX##_001, T, LOAD, STORE, 0, 0, 1)           \
+    DEFINE_MOD(mod_##SUFFIX##_010, T, LOAD, STORE, 0, 1, 0)           \
+    DEFINE_MOD(mod_##SUFFIX##_011, T, LOAD, STORE, 0, 1, 1)           \
+    DEFINE_MOD(mod_##SUFFIX##_100, T, LOAD, STORE, 1, 0, 0)           \
+    DEFINE_MOD(mod_##SUFFIX##_101, T, LOAD, STORE, 1, 0, 1)           \
+    DEFINE_MOD(mod_##SUFFIX##_110, T, LOAD, STORE, 1, 1, 0)           \
+    DEFINE_MOD(mod_##SUFFIX##_111, T, LOAD, STORE, 1, 1, 1)
+
+DEFINE_MODS(f32, float, F32_LOAD, F32_STORE)
+DEFINE_MODS(bf16, uint16_t, bf16_load, BF16_STORE)
+
+#define DISPATCH(SUFFIX, T)                                                                                \
+    {                                                                                                      \
+        typedef void (*fn)(const T *, int64_t, int64_t, int64_t, const float *, const float *, const T *, \
+                           int64_t, int64_t, const T *, int64_t, int64_t, float, T *, int);                \
+        static const fn table[8] = {mod_##SUFFIX##_000, mod_##SUFFIX##_001, mod_##SUFFIX##_010,           \
+                                    mod_##SUFFIX##_011, mod_##SUFFIX##_100, mod_##SUFFIX##_101,           \
+                                    mod_##SUFFIX##_110, mod_##SUFFIX##_111};                              \
+        table[(g != 0) * 4 + (b != 0) * 2 + (act != 0)]((const T *)x, N, P, C, mean, rstd, (const T *)g,  \
+                                                         gn, gp, (const T *)b, bn, bp, slope, (T *)out,    \
+                                                         threads);                                         \
+    }
+
+int thead_in_stats(const void *x, int dtype, int64_t N, int64_t P, int64_t C, double eps, float *mean, float *rstd,
+                   int threads) {
+    if (dtype == 0)
+        stats_f32((const float *)x, N, P, C, eps, mean, rstd, threads);
+    else if (dtype == 1)
+        stats_bf16((const uint16_t *)x, N, P, C, eps, mean, rstd, threads);
+    else
+        return 1;
+    return 0;
+}
+
+int thead_modulate(const void *x, int dtype, int64_t N, int64_t P, int64_t C, const float *mean, const float *rstd,
+                   const void *g, int64_t gn, int64_t gp, const void *b, int64_t bn, int64_t bp, float slope, int act,
+                   void *out, int threads) {
+    if (dtype == 0)
+        DISPATCH(f32, float)
+    else if (dtype == 1)
+        DISPATCH(bf16, uint16_t)
+    else
+        return 1;
+    return 0;
+}
