@@ -61,6 +61,35 @@ def test_modulate_matches_the_float64_reference(lib, dtype, tol, shape):
         assert err.max().item() <= tol, (g is None, b is None, slope)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(2, 24, 14, 10), (1, 16, 1, 3), (1, 40, 28, 28)])
+@torch.inference_mode()
+def test_upsampled_variants_equal_the_kernels_on_the_upsampled_tensor(lib, dtype, shape):
+    """stats/modulate(upsample=True) work on interpolate(x, 2, bilinear) without writing it."""
+    torch.manual_seed(1)
+    n, c, h, w = shape
+    x = (torch.randn(shape) * 2 + 5).to(dtype).contiguous(memory_format=CL)
+    up = F.interpolate(x.float(), scale_factor=2.0, mode="bilinear").double()  # not rounded to bf16
+    wide = torch.randn(n, 2 * c, 2 * h, 2 * w).to(dtype).contiguous(memory_format=CL)
+    gamma, beta = wide[:, :c], wide[:, c:]
+    mean, rstd = lib.stats(x, 1e-3, upsample=True)
+    torch.testing.assert_close(mean.double(), up.mean((2, 3)), rtol=1e-6, atol=0)
+    torch.testing.assert_close(rstd.double(), 1 / (up.var((2, 3), unbiased=False) + 1e-3).sqrt(), rtol=1e-5, atol=0)
+    ones = (torch.zeros(n, c), torch.ones(n, c))  # mean 0, rstd 1: the upsampling itself, rounded once
+    if dtype == torch.bfloat16:  # within the one rounding
+        torch.testing.assert_close(lib.modulate(x, ones, upsample=True).double(), up, rtol=2 ** -8, atol=0)
+    else:  # float32 sums in another order: a few ulps
+        torch.testing.assert_close(lib.modulate(x, ones, upsample=True).double(), up, rtol=0,
+                                   atol=4 * 2 ** -23 * up.abs().max().item())
+    stats = (mean, rstd)
+    for g, b, slope in [(gamma, beta, 0.2), (gamma, None, None)]:
+        got = lib.modulate(x, stats, g, b, slope, upsample=True)
+        assert got.shape == (n, c, 2 * h, 2 * w) and got.is_contiguous(memory_format=CL)
+        want = _reference(up, g, b, slope)
+        err = (got.double() - want).abs() / want.abs().clamp_min(1.0)
+        assert err.max().item() <= (1e-5 if dtype == torch.float32 else 2 ** -8)
+
+
 @torch.inference_mode()
 def test_kernels_refuse_what_they_do_not_handle(lib):
     nchw = torch.randn(1, 16, 8, 8)
@@ -127,9 +156,10 @@ def test_networks_render_the_same_with_and_without_the_kernels(lib, dtype, monke
     assert not any(m.kernels is not None for m in eager.modules() if isinstance(m, InstanceNorm))
     calls = []
     for m in norms:  # count what takes the fused path
-        m.stats = (lambda f: lambda x: calls.append(x.shape) or f(x))(m.stats)
+        m.stats = (lambda f: lambda x, **kw: calls.append(kw.get("upsample", False)) or f(x, **kw))(m.stats)
     a, b = _render(fused, latents, contour, dtype), _render(eager, latents, contour, dtype)
     assert len(calls) >= 10  # every wide IN of G^l and G^s (3- and 4-channel ones stay eager)
+    assert sum(calls) >= 3  # G^s blocks with a shortcut never write their upsampled input
     if dtype == torch.float32:
         torch.testing.assert_close(a.layout_logits, b.layout_logits, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(a.image, b.image, rtol=1e-4, atol=1e-4)

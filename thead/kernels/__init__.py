@@ -53,11 +53,19 @@ class InstanceNormKernels:
                                 ctypes.c_double, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
         self._modulate = library.thead_modulate
         self._modulate.restype = ctypes.c_int
-        self._modulate.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-                                   ctypes.c_void_p, ctypes.c_void_p,
-                                   ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
-                                   ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
-                                   ctypes.c_float, ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+        operands = [ctypes.c_void_p, ctypes.c_void_p,  # mean, rstd
+                    ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,  # g and its sample, pixel strides
+                    ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,  # b likewise
+                    ctypes.c_float, ctypes.c_int, ctypes.c_void_p, ctypes.c_int]  # slope, act, out, threads
+        self._modulate.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, *operands]
+        self._up_stats = library.thead_up_stats
+        self._up_stats.restype = ctypes.c_int
+        self._up_stats.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                                   ctypes.c_int64, ctypes.c_double, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+        self._up_modulate = library.thead_up_modulate
+        self._up_modulate.restype = ctypes.c_int
+        self._up_modulate.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                                      ctypes.c_int64, *operands]
 
     def __deepcopy__(self, memo: dict) -> InstanceNormKernels:
         return self  # a loaded library: shared, never copied
@@ -67,32 +75,44 @@ class InstanceNormKernels:
         return (x.device.type == "cpu" and x.dtype in _DTYPES and x.dim() == 4 and x.numel() > 0
                 and x.is_contiguous(memory_format=torch.channels_last) and not (torch.is_grad_enabled() and x.requires_grad))
 
-    def stats(self, x: Tensor, eps: float) -> Stats:
-        """Per sample and channel mean and 1/sqrt(biased variance + eps) of ``x`` [N, C, H, W]."""
+    def stats(self, x: Tensor, eps: float, *, upsample: bool = False) -> Stats:
+        """Per sample and channel mean and 1/sqrt(biased variance + eps) of ``x`` [N, C, H, W],
+        or with ``upsample`` of its bilinear x2 upsampling (never written out)."""
         self._check(x)
         n, c, h, w = x.shape
         mean = torch.empty(n, c, dtype=torch.float32)
         rstd = torch.empty(n, c, dtype=torch.float32)
-        self._stats(x.data_ptr(), _DTYPES[x.dtype], n, h * w, c, eps, mean.data_ptr(), rstd.data_ptr(),
-                    torch.get_num_threads())
+        if upsample:
+            self._up_stats(x.data_ptr(), _DTYPES[x.dtype], n, h, w, c, eps, mean.data_ptr(), rstd.data_ptr(),
+                           torch.get_num_threads())
+        else:
+            self._stats(x.data_ptr(), _DTYPES[x.dtype], n, h * w, c, eps, mean.data_ptr(), rstd.data_ptr(),
+                        torch.get_num_threads())
         return mean, rstd
 
     def modulate(self, x: Tensor, stats: Stats, gamma: Tensor | None = None, beta: Tensor | None = None,
-                 slope: float | None = None) -> Tensor:
+                 slope: float | None = None, *, upsample: bool = False) -> Tensor:
         """``(x - mean) · rstd · gamma + beta``, then leaky ReLU with ``slope`` (None: none), in
-        ``x``'s dtype and channels-last memory. gamma/beta: [N or 1, C, H, W] (a channel slice of a
-        wider channels-last tensor is read in place), [N or 1, C] (per channel) or None."""
+        ``x``'s dtype and channels-last memory; with ``upsample``, of x's bilinear x2 upsampling
+        (``stats`` are then the upsampled tensor's, the output twice x's height and width).
+        gamma/beta: [N or 1, C, H, W] of the output's size (a channel slice of a wider
+        channels-last tensor is read in place), [N or 1, C] (per channel) or None."""
         self._check(x)
         n, c, h, w = x.shape
         mean, rstd = stats
         if mean.shape != (n, c) or rstd.shape != (n, c):
             raise ValueError(f"statistics of shape {tuple(mean.shape)} for an input of shape {tuple(x.shape)}")
-        g, gn, gp = self._operand(gamma, x)
-        b, bn, bp = self._operand(beta, x)
-        out = torch.empty_like(x, memory_format=torch.channels_last)
-        self._modulate(x.data_ptr(), _DTYPES[x.dtype], n, h * w, c, mean.data_ptr(), rstd.data_ptr(),
-                       0 if g is None else g.data_ptr(), gn, gp, 0 if b is None else b.data_ptr(), bn, bp,
-                       0.0 if slope is None else slope, slope is not None, out.data_ptr(), torch.get_num_threads())
+        out = torch.empty((n, c, 2 * h, 2 * w) if upsample else (n, c, h, w), dtype=x.dtype,
+                          memory_format=torch.channels_last)
+        g, gn, gp = self._operand(gamma, out)
+        b, bn, bp = self._operand(beta, out)
+        args = (mean.data_ptr(), rstd.data_ptr(), 0 if g is None else g.data_ptr(), gn, gp,
+                0 if b is None else b.data_ptr(), bn, bp, 0.0 if slope is None else slope, slope is not None,
+                out.data_ptr(), torch.get_num_threads())
+        if upsample:
+            self._up_modulate(x.data_ptr(), _DTYPES[x.dtype], n, h, w, c, *args)
+        else:
+            self._modulate(x.data_ptr(), _DTYPES[x.dtype], n, h * w, c, *args)
         return out
 
     def _check(self, x: Tensor) -> None:

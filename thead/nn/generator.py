@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from thead.config import ImageGeneratorConfig
-from thead.nn.layers import SPADE, EqualConv2d, EqualLinear, avg_down, leaky_relu, upsample
+from thead.nn.layers import SPADE, EqualConv2d, EqualLinear, avg_down, leaky_relu
+from thead.nn.layers import upsample as up2x
 
 
 class SPADEConvBlock(nn.Module):
@@ -48,10 +49,12 @@ class SPADEConvBlock(nn.Module):
         self.beta_folded = c_in
 
     def forward(self, x: Tensor, layout: Tensor, *, normalized: Tensor | None = None,
-                stats: tuple[Tensor, Tensor] | None = None, add: Tensor | None = None) -> Tensor:
+                stats: tuple[Tensor, Tensor] | None = None, upsampled: bool = False,
+                add: Tensor | None = None) -> Tensor:
         """``add``: a residual added to the convolution's output (fused into it when packed).
         ``normalized``/``stats``: IN(x), or x's instance statistics for the fused kernels, when the
-        caller shares them between SPADE layers."""
+        caller shares them between SPADE layers; with ``upsampled`` (fused kernels only) the
+        block's input is the bilinear x2 upsampling of ``x`` and ``stats`` are its statistics."""
         spade = self.spade_norm
         if spade.gamma_beta_conv is not None and (stats is not None or spade.norm.fuses(x)):
             # inference with the fused kernels: IN, modulation and activation in one pass
@@ -59,10 +62,10 @@ class SPADEConvBlock(nn.Module):
             g = spade.gamma_beta_conv(spade.conv0(layout, relu=True))
             if self.beta_folded:
                 gamma, wbeta = g[:, : self.beta_folded], g[:, self.beta_folded :]
-                h = spade.norm.modulate(x, stats, gamma)
+                h = spade.norm.modulate(x, stats, gamma, upsample=upsampled)
                 return self.conv(h, add=wbeta if add is None else wbeta + add)
             gamma, beta = g.chunk(2, dim=1)
-            return self.conv(spade.norm.modulate(x, stats, gamma, beta, act=self.act), add=add)
+            return self.conv(spade.norm.modulate(x, stats, gamma, beta, act=self.act, upsample=upsampled), add=add)
         if self.beta_folded:
             xn = spade.norm(x) if normalized is None else normalized
             g = spade.gamma_beta_conv(spade.conv0(layout, relu=True))
@@ -88,8 +91,17 @@ class SPADEResBlock(nn.Module):
             SPADEConvBlock(in_ch, out_ch, 1, label_nc, hidden, act=False, bias=False) if in_ch != out_ch else None
         )
 
-    def forward(self, x: Tensor, layout: Tensor) -> Tensor:
+    def forward(self, x: Tensor, layout: Tensor, *, upsample: bool = False) -> Tensor:
+        """``upsample``: the block's input is the bilinear x2 upsampling of ``x``; with the fused
+        kernels and a shortcut (x is then used only through IN(x)) it is never written out."""
         fused = self.conv_block0.spade_norm.gamma_beta_conv is not None  # inference rewrites on
+        if upsample:
+            norm = self.conv_block0.spade_norm.norm
+            if fused and self.shortcut is not None and norm.fuses(x):
+                stats = norm.stats(x, upsample=True)
+                skip = self.shortcut(x, layout, stats=stats, upsampled=True)
+                return self.conv_block1(self.conv_block0(x, layout, stats=stats, upsampled=True), layout, add=skip)
+            x = up2x(x)
         if self.shortcut is None:
             if fused:  # the residual added inside conv_block1's convolution
                 return self.conv_block1(self.conv_block0(x, layout), layout, add=x)
@@ -148,7 +160,5 @@ class ImageGenerator(nn.Module):
         for _ in range(len(self.blocks) - 1):
             pyramid.append(avg_down(pyramid[-1]))
         for i, block in enumerate(self.blocks):
-            if i > 0:
-                h = upsample(h)
-            h = block(h, pyramid[len(self.blocks) - 1 - i])
+            h = block(h, pyramid[len(self.blocks) - 1 - i], upsample=i > 0)
         return self.to_rgb(leaky_relu(h))

@@ -197,15 +197,17 @@ class InstanceNorm(nn.Module):
         return self.kernels is not None and x.shape[1] >= NARROW_CHANNELS and not torch.is_grad_enabled() \
             and self.kernels.supports(x)
 
-    def stats(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Fused path only: x's per-sample, per-channel mean and 1/sqrt(var + eps)."""
-        return self.kernels.stats(x, self.eps)
+    def stats(self, x: Tensor, *, upsample: bool = False) -> tuple[Tensor, Tensor]:
+        """Fused path only: x's per-sample, per-channel mean and 1/sqrt(var + eps) (with
+        ``upsample``: those of x's bilinear x2 upsampling, which is never written out)."""
+        return self.kernels.stats(x, self.eps, upsample=upsample)
 
     def modulate(self, x: Tensor, stats: tuple[Tensor, Tensor], gamma: Tensor | None = None,
-                 beta: Tensor | None = None, *, act: bool = False) -> Tensor:
+                 beta: Tensor | None = None, *, act: bool = False, upsample: bool = False) -> Tensor:
         """Fused path only: ``IN(x)·gamma + beta`` (each optional; per pixel [N, C, H, W] or per
-        channel [N, C]), then leaky ReLU (0.2) when ``act``, in one pass."""
-        return self.kernels.modulate(x, stats, gamma, beta, LRELU_SLOPE if act else None)
+        channel [N, C]), then leaky ReLU (0.2) when ``act``, in one pass; with ``upsample``, of
+        x's bilinear x2 upsampling (``stats`` from ``stats(x, upsample=True)``)."""
+        return self.kernels.modulate(x, stats, gamma, beta, LRELU_SLOPE if act else None, upsample=upsample)
 
     def lrelu(self, x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
         """``leaky_relu(IN(x)·weight + bias, 0.2)``: fused when ``fuses(x)``, else eagerly."""
