@@ -16,7 +16,7 @@ ceiling conv is timed warm; each figure is the median over rounds (min in bracke
 and ratios use the ceiling's median from the same rounds ("best x best" also divides the
 fastest render by the fastest ceiling conv). Variants: ``reference`` (the training-path modules
 in eval mode), ``fast`` (``LSR.for_inference_(dtype=...)``, what ``thead animate`` runs: convolutions packed for
-oneDNN in the render dtype) and ``compiled``
+oneDNN in the render dtype, instance norms through the fused kernels of ``thead.kernels``) and ``compiled``
 (``for_inference_(compile=True)``; its first call per dtype and batch compiles, in the warm-up).
 
 ``--profile`` adds a per-block table (eager, inclusive time of each block of G^l and G^s,

@@ -188,7 +188,7 @@ class InstanceNorm(nn.Module):
         # NCHW memory; the training path keeps its numerics
         self.narrow_nchw = False
 
-    # inference only (set by LSR.for_inference_(kernels=...)): thead.kernels.InstanceNormKernels,
+    # inference only (set by LSR.for_inference_(fused_kernels=True)): thead.kernels.InstanceNormKernels,
     # statistics in one pass and act(IN(x)·g + b) in another instead of five eager passes
     kernels = None
 
