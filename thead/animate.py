@@ -348,7 +348,8 @@ def animate(
         kind = driver_kind(Path(driver))
         check_output(Path(output), "motion" if kind == "photo" and options.audio is not None else kind)
     refuse_same_file(output, [driver, options.audio])
-    animator = Animator.load(name, options, weights=weights, store=store)
+    with notes_from_warnings(progress.note):  # e.g. no C compiler for the fused kernels: a note
+        animator = Animator.load(name, options, weights=weights, store=store)
     if animator.personal_skipped:
         progress.note(f"'{name}' has fine-tuned weights made from other base weights; rendering with the base weights")
     return animator(driver, output, progress=progress)

@@ -168,7 +168,8 @@ def demo(
             progress.note(f"an avatar named '{options.name}' exists already; the demo's avatar was not saved")
 
     # 3. Animate: the encoders are done, so the model becomes the renderer (no copy).
-    renderer = Renderer.for_avatar(model, avatar, device=device, dtype=options.dtype, copy=False)
+    with notes_from_warnings(progress.note):  # e.g. no C compiler for the fused kernels: a note
+        renderer = Renderer.for_avatar(model, avatar, device=device, dtype=options.dtype, copy=False)
     animator = Animator(renderer, avatar, AnimateOptions(paste_back=options.paste_back, device=options.device, dtype=options.dtype))
     motion = synthetic_motion(avatar.reference_landmarks, options.seconds, options.fps)
     return animator(motion, options.output, progress=progress)

@@ -145,6 +145,16 @@ def test_demo(tmp_path, home, capsys, parity_weights):
     assert (home / "avatars" / "astronaut.safetensors").is_file()
 
 
+def test_demo_without_the_fused_kernels_says_so_in_one_note(tmp_path, home, capsys, parity_weights, monkeypatch):
+    monkeypatch.setenv("THEAD_FUSED_KERNELS", "0")  # as on a machine without a C compiler
+    out = tmp_path / "demo.mp4"
+    assert main(["demo", "-o", str(out), "--weights", str(parity_weights), "--seconds", "0.2"]) == 0
+    err = capsys.readouterr().err
+    notes = [ln for ln in err.splitlines() if "fused CPU kernels" in ln]
+    assert notes == ["note: fused CPU kernels unavailable, rendering without them (turned off by $THEAD_FUSED_KERNELS)"], err
+    assert "Warning" not in err and probe(out)[0] == 5
+
+
 def test_demo_without_weights_names_the_option(tmp_path):
     pytest.importorskip("thead.hub")
     env = {k: v for k, v in os.environ.items() if k not in ("THEAD_WEIGHTS", "HF_ENDPOINT")}
