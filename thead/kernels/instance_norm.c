@@ -14,7 +14,8 @@
  * The *_up variants take x at half the size and work on its bilinear x2 upsampling (half-pixel
  * centres, clamped at the edges: PyTorch's interpolate(scale_factor=2, mode="bilinear")),
  * computed on the fly: the 4x larger upsampled tensor is never written.
- * Built by thead/kernels/__init__.py with the C compiler found at run time (-O3 -fopenmp).
+ * Built by thead/kernels/__init__.py with the C compiler found at run time (-O3 -march=native
+ * -fopenmp; OpenMP resolves to the runtime torch has loaded).
  */
 #include <math.h>
 #include <stdint.h>
@@ -38,6 +39,37 @@ static inline uint16_t bf16_round(float f) {
 
 #define ROWS 64 /* rows per float partial sum before it is added to the double total */
 
+/* statistics helpers shared by the plain and the upsampled pass */
+static inline void flush_rows(double *restrict s, float *restrict f, int64_t C2) {
+    for (int64_t c = 0; c < C2; ++c) {
+        s[c] += f[c];
+        f[c] = 0.0f;
+    }
+}
+
+static void finish_stats(const double *acc, const float *shift, int64_t C, int64_t P, double eps, float *mean,
+                         float *rstd) {
+    for (int64_t c = 0; c < C; ++c) {
+        double m = acc[c] / (double)P, var = acc[C + c] / (double)P - m * m;
+        mean[c] = (float)(shift[c] + m);
+        rstd[c] = (float)(1.0 / sqrt((var > 0.0 ? var : 0.0) + eps));
+    }
+}
+
+/* the OpenMP region of a statistics pass: per-thread sums s (double) and f (float, flushed
+   every block of rows), merged into acc at the end */
+#define STATS_REGION(C, WORK, ...)                                                              \
+    memset(acc, 0, (size_t)(2 * (C)) * sizeof(double));                                         \
+    const int64_t work = (WORK);                                                                \
+    _Pragma("omp parallel num_threads(threads) if (work >= 32768)") {                           \
+        double *s = calloc((size_t)(2 * (C)), sizeof(double));                                  \
+        float *f = calloc((size_t)(2 * (C)), sizeof(float));                                    \
+        __VA_ARGS__                                                                             \
+        _Pragma("omp critical") for (int64_t c = 0; c < 2 * (C); ++c) acc[c] += s[c];           \
+        free(s);                                                                                \
+        free(f);                                                                                \
+    }
+
 #define DEFINE_STATS(NAME, T, LOAD)                                                                       \
     static void NAME(const T *x, int64_t N, int64_t P, int64_t C, double eps, float *mean, float *rstd,   \
                      int threads) {                                                                       \
@@ -46,14 +78,9 @@ static inline uint16_t bf16_round(float f) {
         for (int64_t n = 0; n < N; ++n) {                                                                 \
             const T *xn = x + n * P * C;                                                                  \
             for (int64_t c = 0; c < C; ++c) shift[c] = LOAD(xn, c);                                       \
-            memset(acc, 0, (size_t)(2 * C) * sizeof(double));                                             \
-            _Pragma("omp parallel num_threads(threads) if (P * C >= 32768)") {                            \
-                double *s = calloc((size_t)(2 * C), sizeof(double));                                      \
-                float *f = malloc((size_t)(2 * C) * sizeof(float));                                       \
+            STATS_REGION(C, P * C, {                                                                      \
                 _Pragma("omp for schedule(static)") for (int64_t p0 = 0; p0 < P; p0 += ROWS) {            \
-                    int64_t p1 = p0 + ROWS < P ? p0 + ROWS : P;                                           \
-                    for (int64_t c = 0; c < 2 * C; ++c) f[c] = 0.0f;                                      \
-                    for (int64_t p = p0; p < p1; ++p) {                                                   \
+                    for (int64_t p = p0; p < (p0 + ROWS < P ? p0 + ROWS : P); ++p) {                      \
                         const T *row = xn + p * C;                                                        \
                         _Pragma("omp simd") for (int64_t c = 0; c < C; ++c) {                             \
                             float v = LOAD(row, c) - shift[c];                                            \
@@ -61,17 +88,10 @@ static inline uint16_t bf16_round(float f) {
                             f[C + c] += v * v;                                                            \
                         }                                                                                 \
                     }                                                                                     \
-                    for (int64_t c = 0; c < 2 * C; ++c) s[c] += f[c];                                     \
+                    flush_rows(s, f, 2 * C);                                                              \
                 }                                                                                         \
-                _Pragma("omp critical") for (int64_t c = 0; c < 2 * C; ++c) acc[c] += s[c];               \
-                free(s);                                                                                  \
-                free(f);                                                                                  \
-            }                                                                                             \
-            for (int64_t c = 0; c < C; ++c) {                                                             \
-                double m = acc[c] / (double)P, var = acc[C + c] / (double)P - m * m;                      \
-                mean[n * C + c] = (float)(shift[c] + m);                                                  \
-                rstd[n * C + c] = (float)(1.0 / sqrt((var > 0.0 ? var : 0.0) + eps));                     \
-            }                                                                                             \
+            })                                                                                            \
+            finish_stats(acc, shift, C, P, eps, mean + n * C, rstd + n * C);                              \
         }                                                                                                 \
         free(acc);                                                                                        \
         free(shift);                                                                                      \
@@ -84,7 +104,17 @@ static inline uint16_t bf16_round(float f) {
 DEFINE_STATS(stats_f32, float, F32_LOAD)
 DEFINE_STATS(stats_bf16, uint16_t, bf16_load)
 
-/* out = act((x - mean) * rstd * g + b) for rows [p0, p1) of sample n */
+/* channel c of one output pixel: v = the normalised value, then * g, + b, leaky ReLU, store */
+#define MODULATE_STORE(NORMALISED, LOAD, STORE, HG, HB, ACT) \
+    {                                                         \
+        float v = (NORMALISED);                               \
+        if (HG) v *= LOAD(gr, c);                             \
+        if (HB) v += LOAD(br, c);                             \
+        if (ACT) v = v > 0.0f ? v : v * slope;                \
+        STORE(o, c, v);                                       \
+    }
+
+/* out = act((x - mean) * rstd * g + b), pixel by pixel */
 #define DEFINE_MOD(NAME, T, LOAD, STORE, HG, HB, ACT)                                                     \
     static void NAME(const T *x, int64_t N, int64_t P, int64_t C, const float *mean, const float *rstd,   \
                      const T *g, int64_t gn, int64_t gp, const T *b, int64_t bn, int64_t bp, float slope, \
@@ -97,40 +127,36 @@ DEFINE_STATS(stats_bf16, uint16_t, bf16_load)
                 T *restrict o = out + (n * P + p) * C;                                                    \
                 const T *restrict gr = HG ? g + n * gn + p * gp : 0;                                      \
                 const T *restrict br = HB ? b + n * bn + p * bp : 0;                                      \
-                _Pragma("omp simd") for (int64_t c = 0; c < C; ++c) {                                     \
-                    float v = (LOAD(xr, c) - mu[c]) * rs[c];                                              \
-                    if (HG) v *= LOAD(gr, c);                                                             \
-                    if (HB) v += LOAD(br, c);                                                             \
-                    if (ACT) v = v > 0.0f ? v : v * slope;                                                \
-                    STORE(o, c, v);                                                                       \
-                }                                                                                         \
+                _Pragma("omp simd") for (int64_t c = 0; c < C; ++c)                                       \
+                    MODULATE_STORE((LOAD(xr, c) - mu[c]) * rs[c], LOAD, STORE, HG, HB, ACT)               \
             }                                                                                             \
         }                                                                                                 \
     }
 
-#define DEFINE_MODS(SUFFIX, T, LOAD, STORE)                            \
-    DEFINE_MOD(mod_##SUFFIX##_000, T, LOAD, STORE, 0, 0, 0)           \
-    DEFINE_MOD(mod_##SUFFIX##_001, T, LOAD, STORE, 0, 0, 1)           \
-    DEFINE_MOD(mod_##SUFFIX##_010, T, LOAD, STORE, 0, 1, 0)           \
-    DEFINE_MOD(mod_##SUFFIX##_011, T, LOAD, STORE, 0, 1, 1)           \
-    DEFINE_MOD(mod_##SUFFIX##_100, T, LOAD, STORE, 1, 0, 0)           \
-    DEFINE_MOD(mod_##SUFFIX##_101, T, LOAD, STORE, 1, 0, 1)           \
-    DEFINE_MOD(mod_##SUFFIX##_110, T, LOAD, STORE, 1, 1, 0)           \
-    DEFINE_MOD(mod_##SUFFIX##_111, T, LOAD, STORE, 1, 1, 1)
+/* the 8 variants of a modulation kernel (g, b, activation: each present or not) and their table */
+#define DEFINE_VARIANTS(DEFINE, PREFIX, T, LOAD, STORE)  \
+    DEFINE(PREFIX##_000, T, LOAD, STORE, 0, 0, 0)         \
+    DEFINE(PREFIX##_001, T, LOAD, STORE, 0, 0, 1)         \
+    DEFINE(PREFIX##_010, T, LOAD, STORE, 0, 1, 0)         \
+    DEFINE(PREFIX##_011, T, LOAD, STORE, 0, 1, 1)         \
+    DEFINE(PREFIX##_100, T, LOAD, STORE, 1, 0, 0)         \
+    DEFINE(PREFIX##_101, T, LOAD, STORE, 1, 0, 1)         \
+    DEFINE(PREFIX##_110, T, LOAD, STORE, 1, 1, 0)         \
+    DEFINE(PREFIX##_111, T, LOAD, STORE, 1, 1, 1)
+#define VARIANT_TABLE(PREFIX) \
+    {PREFIX##_000, PREFIX##_001, PREFIX##_010, PREFIX##_011, PREFIX##_100, PREFIX##_101, PREFIX##_110, PREFIX##_111}
+#define VARIANT ((g != 0) * 4 + (b != 0) * 2 + (act != 0))
 
-DEFINE_MODS(f32, float, F32_LOAD, F32_STORE)
-DEFINE_MODS(bf16, uint16_t, bf16_load, BF16_STORE)
+DEFINE_VARIANTS(DEFINE_MOD, mod_f32, float, F32_LOAD, F32_STORE)
+DEFINE_VARIANTS(DEFINE_MOD, mod_bf16, uint16_t, bf16_load, BF16_STORE)
 
 #define DISPATCH(SUFFIX, T)                                                                                \
     {                                                                                                      \
         typedef void (*fn)(const T *, int64_t, int64_t, int64_t, const float *, const float *, const T *, \
                            int64_t, int64_t, const T *, int64_t, int64_t, float, T *, int);                \
-        static const fn table[8] = {mod_##SUFFIX##_000, mod_##SUFFIX##_001, mod_##SUFFIX##_010,           \
-                                    mod_##SUFFIX##_011, mod_##SUFFIX##_100, mod_##SUFFIX##_101,           \
-                                    mod_##SUFFIX##_110, mod_##SUFFIX##_111};                              \
-        table[(g != 0) * 4 + (b != 0) * 2 + (act != 0)]((const T *)x, N, P, C, mean, rstd, (const T *)g,  \
-                                                         gn, gp, (const T *)b, bn, bp, slope, (T *)out,    \
-                                                         threads);                                         \
+        static const fn table[8] = VARIANT_TABLE(mod_##SUFFIX);                                            \
+        table[VARIANT]((const T *)x, N, P, C, mean, rstd, (const T *)g, gn, gp, (const T *)b, bn, bp, slope, \
+                       (T *)out, threads);                                                                 \
     }
 
 /* bilinear x2 source rows (or columns) of output index o, as PyTorch computes them */
@@ -163,19 +189,14 @@ static inline void up_source(int64_t o, int64_t size, int64_t *i0, int64_t *i1, 
                      float *rstd, int threads) {                                                           \
         double *acc = calloc((size_t)(2 * C), sizeof(double));                                             \
         float *shift = malloc((size_t)C * sizeof(float));                                                  \
-        const int64_t P = 4 * H * W;                                                                       \
         for (int64_t n = 0; n < N; ++n) {                                                                  \
             const T *hn = x + n * H * W * C;                                                               \
             for (int64_t c = 0; c < C; ++c) shift[c] = LOAD(hn, c); /* the upsampled (0, 0) is x's */      \
-            memset(acc, 0, (size_t)(2 * C) * sizeof(double));                                              \
-            _Pragma("omp parallel num_threads(threads) if (P * C >= 32768)") {                             \
-                double *s = calloc((size_t)(2 * C), sizeof(double));                                       \
-                float *f = malloc((size_t)(2 * C) * sizeof(float));                                        \
+            STATS_REGION(C, 4 * H * W * C, {                                                               \
                 _Pragma("omp for schedule(static)") for (int64_t Y = 0; Y < 2 * H; ++Y) {                   \
                     int64_t y0, y1;                                                                        \
                     float ly0, ly1;                                                                        \
-                    up_source(Y, H, &y0, &y1, &ly0, &ly1);                                                     \
-                    for (int64_t c = 0; c < 2 * C; ++c) f[c] = 0.0f;                                       \
+                    up_source(Y, H, &y0, &y1, &ly0, &ly1);                                                 \
                     for (int64_t X = 0; X < 2 * W; ++X) {                                                  \
                         UP_PIXEL_SETUP(T)                                                                  \
                         _Pragma("omp simd") for (int64_t c = 0; c < C; ++c) {                              \
@@ -184,17 +205,10 @@ static inline void up_source(int64_t o, int64_t size, int64_t *i0, int64_t *i1, 
                             f[C + c] += v * v;                                                             \
                         }                                                                                  \
                     }                                                                                      \
-                    for (int64_t c = 0; c < 2 * C; ++c) s[c] += f[c];                                      \
+                    flush_rows(s, f, 2 * C); /* one output row: at most 2W pixels in float */              \
                 }                                                                                          \
-                _Pragma("omp critical") for (int64_t c = 0; c < 2 * C; ++c) acc[c] += s[c];                \
-                free(s);                                                                                   \
-                free(f);                                                                                   \
-            }                                                                                              \
-            for (int64_t c = 0; c < C; ++c) {                                                              \
-                double m = acc[c] / (double)P, var = acc[C + c] / (double)P - m * m;                       \
-                mean[n * C + c] = (float)(shift[c] + m);                                                   \
-                rstd[n * C + c] = (float)(1.0 / sqrt((var > 0.0 ? var : 0.0) + eps));                      \
-            }                                                                                              \
+            })                                                                                             \
+            finish_stats(acc, shift, C, 4 * H * W, eps, mean + n * C, rstd + n * C);                       \
         }                                                                                                  \
         free(acc);                                                                                         \
         free(shift);                                                                                       \
@@ -212,13 +226,8 @@ DEFINE_STATS_UP(stats_up_bf16, uint16_t, bf16_load)
                                     const float *restrict mu, const float *restrict rs,                   \
                                     const T *restrict gr, const T *restrict br, float slope,              \
                                     T *restrict o, int64_t C) {                                           \
-        _Pragma("omp simd") for (int64_t c = 0; c < C; ++c) {                                             \
-            float v = (UP_VALUE(LOAD, c) - mu[c]) * rs[c];                                                \
-            if (HG) v *= LOAD(gr, c);                                                                     \
-            if (HB) v += LOAD(br, c);                                                                     \
-            if (ACT) v = v > 0.0f ? v : v * slope;                                                        \
-            STORE(o, c, v);                                                                               \
-        }                                                                                                 \
+        _Pragma("omp simd") for (int64_t c = 0; c < C; ++c)                                               \
+            MODULATE_STORE((UP_VALUE(LOAD, c) - mu[c]) * rs[c], LOAD, STORE, HG, HB, ACT)                 \
     }                                                                                                     \
     static void NAME(const T *x, int64_t N, int64_t H, int64_t W, int64_t C, const float *mean,          \
                      const float *rstd, const T *g, int64_t gn, int64_t gp, const T *b, int64_t bn,      \
@@ -245,29 +254,16 @@ DEFINE_STATS_UP(stats_up_bf16, uint16_t, bf16_load)
         }                                                                                                 \
     }
 
-#define DEFINE_MODS_UP(SUFFIX, T, LOAD, STORE)                          \
-    DEFINE_MOD_UP(mod_up_##SUFFIX##_000, T, LOAD, STORE, 0, 0, 0)      \
-    DEFINE_MOD_UP(mod_up_##SUFFIX##_001, T, LOAD, STORE, 0, 0, 1)      \
-    DEFINE_MOD_UP(mod_up_##SUFFIX##_010, T, LOAD, STORE, 0, 1, 0)      \
-    DEFINE_MOD_UP(mod_up_##SUFFIX##_011, T, LOAD, STORE, 0, 1, 1)      \
-    DEFINE_MOD_UP(mod_up_##SUFFIX##_100, T, LOAD, STORE, 1, 0, 0)      \
-    DEFINE_MOD_UP(mod_up_##SUFFIX##_101, T, LOAD, STORE, 1, 0, 1)      \
-    DEFINE_MOD_UP(mod_up_##SUFFIX##_110, T, LOAD, STORE, 1, 1, 0)      \
-    DEFINE_MOD_UP(mod_up_##SUFFIX##_111, T, LOAD, STORE, 1, 1, 1)
-
-DEFINE_MODS_UP(f32, float, F32_LOAD, F32_STORE)
-DEFINE_MODS_UP(bf16, uint16_t, bf16_load, BF16_STORE)
+DEFINE_VARIANTS(DEFINE_MOD_UP, mod_up_f32, float, F32_LOAD, F32_STORE)
+DEFINE_VARIANTS(DEFINE_MOD_UP, mod_up_bf16, uint16_t, bf16_load, BF16_STORE)
 
 #define DISPATCH_UP(SUFFIX, T)                                                                             \
     {                                                                                                      \
         typedef void (*fn)(const T *, int64_t, int64_t, int64_t, int64_t, const float *, const float *,   \
                            const T *, int64_t, int64_t, const T *, int64_t, int64_t, float, T *, int);    \
-        static const fn table[8] = {mod_up_##SUFFIX##_000, mod_up_##SUFFIX##_001, mod_up_##SUFFIX##_010,  \
-                                    mod_up_##SUFFIX##_011, mod_up_##SUFFIX##_100, mod_up_##SUFFIX##_101,  \
-                                    mod_up_##SUFFIX##_110, mod_up_##SUFFIX##_111};                        \
-        table[(g != 0) * 4 + (b != 0) * 2 + (act != 0)]((const T *)x, N, H, W, C, mean, rstd,            \
-                                                         (const T *)g, gn, gp, (const T *)b, bn, bp,       \
-                                                         slope, (T *)out, threads);                        \
+        static const fn table[8] = VARIANT_TABLE(mod_up_##SUFFIX);                                         \
+        table[VARIANT]((const T *)x, N, H, W, C, mean, rstd, (const T *)g, gn, gp, (const T *)b, bn, bp,  \
+                       slope, (T *)out, threads);                                                          \
     }
 
 /* x [N, H, W, C]; statistics of its bilinear x2 upsampling */
