@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 
 import pytest
 import torch
@@ -134,6 +135,11 @@ def test_load_says_why_it_cannot(tmp_path, monkeypatch):
     with pytest.raises(kernels.KernelsUnavailable, match="could not build instance_norm.c: cc: error: this compiler is broken"):
         kernels.load(tmp_path / "cache")
     assert not list((tmp_path / "cache").glob("*.so")) and not list((tmp_path / "cache").glob(".*"))
+    monkeypatch.undo()  # the real PATH and $CC: a compiler, but nowhere to put the library
+    (tmp_path / "a-file").write_text("")
+    if shutil.which("cc") or shutil.which("gcc") or shutil.which("clang"):
+        with pytest.raises(kernels.KernelsUnavailable, match="cannot write to"):
+            kernels.load(tmp_path / "a-file" / "kernels")
 
 
 def _render(model, latents, contour, dtype):

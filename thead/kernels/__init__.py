@@ -172,9 +172,12 @@ def load(cache: str | os.PathLike | None = None) -> InstanceNormKernels:
                                      platform.machine().encode()])).hexdigest()[:16]
     target = Path(cache) / f"instance_norm-{key}.so"
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".instance_norm-", suffix=".so", dir=target.parent)
-        os.close(fd)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".instance_norm-", suffix=".so", dir=target.parent)
+            os.close(fd)
+        except OSError as e:
+            raise KernelsUnavailable(f"cannot write to {target.parent}: {e.strerror or e}") from None
         try:
             done = subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True, timeout=300)
             if done.returncode != 0:
