@@ -100,8 +100,9 @@ class InstanceNormKernels:
         self._check(x)
         n, c, h, w = x.shape
         mean, rstd = stats
-        if mean.shape != (n, c) or rstd.shape != (n, c):
-            raise ValueError(f"statistics of shape {tuple(mean.shape)} for an input of shape {tuple(x.shape)}")
+        if any(t.shape != (n, c) or t.dtype != torch.float32 or not t.is_contiguous() for t in (mean, rstd)):
+            raise ValueError(f"statistics of shape {tuple(mean.shape)} for an input of shape {tuple(x.shape)} "
+                             "(want stats() of it: contiguous float32 [N, C])")
         out = torch.empty((n, c, 2 * h, 2 * w) if upsample else (n, c, h, w), dtype=x.dtype,
                           memory_format=torch.channels_last)
         g, gn, gp = self._operand(gamma, out)
