@@ -232,19 +232,19 @@ class LSR(nn.Module):
                             m.fold_blur_(dtype)  # conv1 + blur pooling as one strided 5x5 conv
                         elif isinstance(m, ResBlockUp) and m.conv0.weight.device.type == "cpu":
                             m.fold_upsample_(dtype)  # conv0 of the upsampling at the input's size
-                if fused_kernels and self._cpu_render():
-                    from thead import kernels
+            if fused_kernels and not compile and self._cpu_render():
+                from thead import kernels
 
-                    try:
-                        lib = kernels.load()
-                    except kernels.KernelsUnavailable as e:
-                        warnings.warn(f"fused CPU kernels unavailable, rendering without them ({e})", RuntimeWarning,
-                                      stacklevel=2)
-                    else:
-                        for net in (self.layout_generator, self.image_generator):
-                            for m in net.modules() if net is not None else ():
-                                if isinstance(m, InstanceNorm):
-                                    m.kernels = lib
+                try:
+                    lib = kernels.load()
+                except kernels.KernelsUnavailable as e:
+                    warnings.warn(f"fused CPU kernels unavailable, rendering without them ({e})", RuntimeWarning,
+                                  stacklevel=2)
+                else:
+                    for net in (self.layout_generator, self.image_generator):
+                        for m in net.modules() if net is not None else ():
+                            if isinstance(m, InstanceNorm):
+                                m.kernels = lib
         if compile:
             self.compiled_render = CompiledOrEager(self._render)
         self.inference_only = True
