@@ -50,10 +50,21 @@ def files(sample_dir, tmp_path_factory):
     return {
         "photo": sample_dir / TRAIN_17 / "00000_rgb.png",
         "clip": trim_clip(sample_dir / CLIP_17, d / "driver.mp4", DRIVER_FRAMES),
-        "long_clip": sample_dir / CLIP_17,
+        "long_clip": _looped(sample_dir / CLIP_17, d / "long.mp4", 5),
         "not_a_photo": not_a_photo,
         "too_big": _junk(d / "too-big.mp4", 2 << 20),  # over the server's --max-upload-mb 1
     }
+
+
+def _looped(src: Path, dst: Path, times: int) -> Path:
+    """``src`` played ``times`` times in a row (stream copy, audio included): a render that is
+    still running while the queue test sets up another page, however fast rendering gets."""
+    import imageio_ffmpeg
+
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-stream_loop", str(times - 1), "-i", str(src),
+                    "-c", "copy", str(dst)], check=True, timeout=60)
+    assert dst.stat().st_size < 1 << 20  # under the server's --max-upload-mb 1
+    return dst
 
 
 def _junk(path: Path, size: int) -> Path:
@@ -226,7 +237,7 @@ def test_one_render_at_a_time_others_queue_and_cancel_leaves_nothing(page, serve
     upload(page, "animate-driver", files["long_clip"])
     before = {p for p in server["tmp"].rglob("*") if p.is_file()}
     page.click("#animate-go")
-    page.wait_for_selector("#animate-result :text('frames')")  # the progress: "n/164 frames · ... left"
+    page.wait_for_selector("#animate-result :text('frames')")  # the progress: "n/820 frames · ... left"
     assert "left" in page.inner_text("#animate-result")
 
     # Someone else's page meanwhile: its render waits, with its place in the queue shown.
