@@ -188,3 +188,18 @@ def test_training_never_takes_the_kernels(lib):
     y = norm.lrelu(x)
     y.sum().backward()
     assert x.grad is not None and os.environ.get(kernels.ENV_SWITCH) is None
+
+
+def test_kernels_do_not_need_the_packed_convolutions(lib, monkeypatch, tmp_path):
+    """A torch without oneDNN's post-op convolutions still renders with the kernels; the
+    compiled and CUDA-bound paths (no channels-last CPU rendering) do not take them."""
+    from thead.nn import onednn
+
+    monkeypatch.setenv("THEAD_CACHE", str(tmp_path))
+    monkeypatch.setattr(onednn, "available", lambda: False)
+    model = LSR(LSRConfig.reduced(), networks=RENDER_NETWORKS).for_inference_()
+    norms = [m for m in model.modules() if isinstance(m, InstanceNorm)]
+    assert norms and all(m.kernels is not None for m in norms)
+    for kwargs in ({"channels_last": False}, {"fused_kernels": False}):
+        other = LSR(LSRConfig.reduced(), networks=RENDER_NETWORKS).for_inference_(**kwargs)
+        assert not any(m.kernels is not None for m in other.modules() if isinstance(m, InstanceNorm))
